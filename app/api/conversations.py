@@ -1,0 +1,114 @@
+"""Routes of conversations and their message log."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Response, status
+
+from app.api.deps import CurrentScope, DbSession, HeaderUserId, Pagination
+from app.errors import error_responses
+from app.schemas.common import Page, UserId, UtcDatetime
+from app.schemas.conversations import (
+    ConversationCreate,
+    ConversationRead,
+    ConversationStatus,
+    ConversationUpdate,
+    MessageRead,
+)
+from app.services import conversations as service
+
+router = APIRouter(prefix="/api/tenants/{tenant_id}/conversations", tags=["conversations"])
+
+ConversationPath = Annotated[uuid.UUID, Path(description="The conversation's UUID")]
+_ONE = error_responses(401, 403, 404, 422)
+
+
+@router.post(
+    "",
+    response_model=ConversationRead,
+    status_code=status.HTTP_201_CREATED,
+    responses=error_responses(401, 403, 404, 422),
+)
+async def create_conversation(
+    scope: CurrentScope, session: DbSession, user_id: HeaderUserId, body: ConversationCreate
+) -> ConversationRead:
+    conversation = await service.create_conversation(session, scope, body, user_id)
+    return ConversationRead.model_validate(conversation)
+
+
+@router.get("", response_model=Page[ConversationRead], responses=_ONE)
+async def list_conversations(
+    scope: CurrentScope,
+    session: DbSession,
+    page: Pagination,
+    user_id: Annotated[UserId | None, Query()] = None,
+    status: Annotated[ConversationStatus | None, Query()] = None,
+    created_after: Annotated[
+        UtcDatetime | None, Query(description="Only conversations created at or after this time")
+    ] = None,
+    created_before: Annotated[
+        UtcDatetime | None, Query(description="Only conversations created before this time")
+    ] = None,
+) -> Page[ConversationRead]:
+    rows, total = await service.list_conversations(
+        session,
+        scope,
+        user_id=user_id,
+        status=status,
+        created_after=created_after,
+        created_before=created_before,
+        limit=page.limit,
+        offset=page.offset,
+    )
+    return Page(items=[ConversationRead.model_validate(r) for r in rows], total=total)
+
+
+@router.get("/{conversation_id}", response_model=ConversationRead, responses=_ONE)
+async def get_conversation(
+    scope: CurrentScope, session: DbSession, conversation_id: ConversationPath
+) -> ConversationRead:
+    conversation = await service.get_conversation(session, scope, conversation_id)
+    return ConversationRead.model_validate(conversation)
+
+
+@router.patch("/{conversation_id}", response_model=ConversationRead, responses=_ONE)
+async def update_conversation(
+    scope: CurrentScope,
+    session: DbSession,
+    conversation_id: ConversationPath,
+    body: ConversationUpdate,
+) -> ConversationRead:
+    conversation = await service.update_conversation(session, scope, conversation_id, body)
+    return ConversationRead.model_validate(conversation)
+
+
+@router.post("/{conversation_id}/archive", response_model=ConversationRead, responses=_ONE)
+async def archive_conversation(
+    scope: CurrentScope, session: DbSession, conversation_id: ConversationPath
+) -> ConversationRead:
+    conversation = await service.archive_conversation(session, scope, conversation_id)
+    return ConversationRead.model_validate(conversation)
+
+
+@router.delete(
+    "/{conversation_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=_ONE,
+)
+async def delete_conversation(
+    scope: CurrentScope, session: DbSession, conversation_id: ConversationPath
+) -> None:
+    await service.delete_conversation(session, scope, conversation_id)
+
+
+@router.get("/{conversation_id}/messages", response_model=Page[MessageRead], responses=_ONE)
+async def list_messages(
+    scope: CurrentScope, session: DbSession, conversation_id: ConversationPath, page: Pagination
+) -> Page[MessageRead]:
+    rows, total = await service.list_messages(
+        session, scope, conversation_id, limit=page.limit, offset=page.offset
+    )
+    return Page(items=[MessageRead.model_validate(r) for r in rows], total=total)

@@ -1,0 +1,104 @@
+"""Request dependencies: the database session (the one transaction owner), the
+caller's identity, and the tenant scope of /api/tenants/{tenant_id}/… routes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+import structlog
+from fastapi import Depends, Header, Path, Query, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.config import Settings
+from app.schemas.common import PageParams, UserId
+from app.schemas.tenants import TenantId
+from app.services import auth
+from app.services.scope import TenantScope
+from app.services.tenants import get_tenant
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
+    maker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+    return maker
+
+
+async def _db_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """Commit when the endpoint returns, roll back when it raises; before the response
+    is sent, so a client never sees success for work that was not saved."""
+    async with get_sessionmaker(request)() as session:
+        try:
+            yield session
+        except BaseException:
+            await session.rollback()
+            raise
+        else:
+            await session.commit()
+
+
+DbSession = Annotated[AsyncSession, Depends(_db_session, scope="function")]
+
+_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key")
+_bearer = HTTPBearer(auto_error=False, description="An API key as a bearer token")
+
+
+async def get_principal(
+    request: Request,
+    api_key: Annotated[str | None, Depends(_api_key_header)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> auth.Principal:
+    presented = api_key or (bearer.credentials if bearer else None)
+    settings = get_settings(request)
+    # Its own short transaction: the last-used stamp must not hold a row lock for
+    # the whole request, nor be lost when the request's own work rolls back.
+    async with get_sessionmaker(request)() as session, session.begin():
+        principal = await auth.authenticate(session, presented, settings.admin_key_values)
+    structlog.contextvars.bind_contextvars(
+        principal="admin" if principal.is_admin else f"key:{principal.key_id}"
+    )
+    return principal
+
+
+CurrentPrincipal = Annotated[auth.Principal, Depends(get_principal)]
+
+
+async def require_admin(principal: CurrentPrincipal) -> auth.Principal:
+    principal.require_admin()
+    return principal
+
+
+AdminPrincipal = Annotated[auth.Principal, Depends(require_admin)]
+
+
+async def get_tenant_scope(
+    principal: CurrentPrincipal,
+    session: DbSession,
+    tenant_id: Annotated[TenantId, Path(description="The tenant's slug")],
+) -> TenantScope:
+    scope = principal.scope_for(tenant_id)
+    if principal.is_admin:
+        await get_tenant(session, tenant_id)  # an admin may name a tenant that does not exist
+    structlog.contextvars.bind_contextvars(tenant_id=tenant_id)
+    return scope
+
+
+CurrentScope = Annotated[TenantScope, Depends(get_tenant_scope)]
+
+
+async def get_user_id(
+    x_user_id: Annotated[
+        UserId | None,
+        Header(description="The end user on whose behalf a tenant key acts"),
+    ] = None,
+) -> str | None:
+    return x_user_id
+
+
+HeaderUserId = Annotated[str | None, Depends(get_user_id)]
+Pagination = Annotated[PageParams, Query()]

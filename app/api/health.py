@@ -1,0 +1,60 @@
+"""Liveness, readiness, database health and Prometheus metrics."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.errors import ServiceUnavailableError, error_responses
+
+router = APIRouter(tags=["health"])
+
+
+class HealthRead(BaseModel):
+    status: Literal["ok"]
+    database: Literal["ok"] | None = None
+    schema_revision: str | None = None
+
+
+async def _schema_revision(request: Request) -> str:
+    try:
+        async with request.app.state.engine.connect() as conn:
+            revision = await conn.scalar(text("SELECT version_num FROM alembic_version"))
+    except (SQLAlchemyError, OSError) as exc:
+        raise ServiceUnavailableError("The database is not reachable") from exc
+    return str(revision)
+
+
+@router.get("/health", response_model=HealthRead, responses=error_responses(503))
+async def health(request: Request) -> HealthRead:
+    """The service and its database."""
+    revision = await _schema_revision(request)
+    return HealthRead(status="ok", database="ok", schema_revision=revision)
+
+
+@router.get("/health/live", response_model=HealthRead)
+async def live() -> HealthRead:
+    """The process is up (no dependency checked)."""
+    return HealthRead(status="ok")
+
+
+@router.get("/health/ready", response_model=HealthRead, responses=error_responses(503))
+async def ready(request: Request) -> HealthRead:
+    """Ready for traffic: the database answers and its schema is the one this code expects."""
+    revision = await _schema_revision(request)
+    if revision != request.app.state.schema_head:
+        raise ServiceUnavailableError(
+            f"The database schema is at {revision}, expected {request.app.state.schema_head}"
+        )
+    return HealthRead(status="ok", database="ok", schema_revision=revision)
+
+
+@router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+async def metrics() -> Response:
+    """Prometheus metrics in the text exposition format."""
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

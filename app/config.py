@@ -1,0 +1,102 @@
+"""The service's settings: one object, read from the environment and `.env`."""
+
+from __future__ import annotations
+
+import secrets
+from enum import StrEnum
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated
+
+import structlog
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+log = structlog.get_logger(__name__)
+
+MIN_ADMIN_KEY_LENGTH = 32
+DEV_ADMIN_KEY_FILE = "admin_api_key"
+DEV_SECRET_KEY_FILE = "secret_key"  # noqa: S105 (a file name)
+
+
+class AppEnv(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    app_env: AppEnv = AppEnv.DEVELOPMENT
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    data_dir: Path = Path("./.data")
+    # Unset: an embedded PostgreSQL is started with its data under DATA_DIR/postgres.
+    database_url: SecretStr | None = None
+    db_pool_size: int = Field(default=10, ge=1)
+    db_auto_migrate: bool = True
+    admin_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    log_level: str = "INFO"
+    secret_key: SecretStr | None = None
+    # The catalog model a tenant gets when it is created without one.
+    default_model_id: str = "claude-sonnet-4-5"
+
+    @field_validator("admin_api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _upper_level(cls, value: str) -> str:
+        return value.upper()
+
+    @model_validator(mode="after")
+    def _production_refuses_weak_secrets(self) -> Settings:
+        if self.app_env is not AppEnv.PRODUCTION:
+            return self
+        if not self.admin_api_keys:
+            raise ValueError("ADMIN_API_KEYS must be set in production")
+        if any(len(k.get_secret_value()) < MIN_ADMIN_KEY_LENGTH for k in self.admin_api_keys):
+            raise ValueError(
+                f"every ADMIN_API_KEYS entry must be at least {MIN_ADMIN_KEY_LENGTH} characters"
+            )
+        if self.secret_key is None or not self.secret_key.get_secret_value():
+            raise ValueError("SECRET_KEY must be set in production")
+        return self
+
+    @property
+    def is_production(self) -> bool:
+        return self.app_env is AppEnv.PRODUCTION
+
+    @cached_property
+    def admin_key_values(self) -> tuple[str, ...]:
+        return tuple(k.get_secret_value() for k in self.admin_api_keys)
+
+    def ensure_development_secrets(self) -> None:
+        """In development, make and keep an admin key and a secret key under DATA_DIR."""
+        if self.is_production:
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if not self.admin_api_keys:
+            path = self.data_dir / DEV_ADMIN_KEY_FILE
+            created = _read_or_create_secret(path, prefix="cmab_admin_")
+            self.admin_api_keys = [SecretStr(created[0])]
+            self.__dict__.pop("admin_key_values", None)
+            if created[1]:
+                # Printed once, at creation: where the key is, never the key itself.
+                print(f"Created a development admin API key; read it from {path.resolve()}")
+        if self.secret_key is None:
+            value, _ = _read_or_create_secret(self.data_dir / DEV_SECRET_KEY_FILE, prefix="")
+            self.secret_key = SecretStr(value)
+
+
+def _read_or_create_secret(path: Path, *, prefix: str) -> tuple[str, bool]:
+    if path.exists():
+        return path.read_text().strip(), False
+    value = prefix + secrets.token_urlsafe(32)
+    path.touch(mode=0o600)
+    path.write_text(value + "\n")
+    return value, True

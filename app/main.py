@@ -1,0 +1,58 @@
+"""The application factory and its lifespan (settings, database, migrations)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from alembic.script import ScriptDirectory
+from fastapi import FastAPI
+
+from app import db
+from app.api import api_keys, conversations, health, models, tenants
+from app.config import Settings
+from app.errors import install_error_handlers
+from app.log_config import configure_logging
+from app.middleware import RequestContextMiddleware
+
+log = structlog.get_logger(__name__)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    settings.ensure_development_secrets()
+    url = await db.resolve_database_url(settings)
+    if settings.db_auto_migrate:
+        await db.migrate(url)
+    engine = db.create_engine(url, settings)
+    app.state.engine = engine
+    app.state.sessionmaker = db.create_sessionmaker(engine)
+    app.state.schema_head = ScriptDirectory.from_config(db.alembic_config(url)).get_current_head()
+    log.info("service_started", env=settings.app_env.value, database=url.render_as_string())
+    try:
+        yield
+    finally:
+        await engine.dispose()
+        log.info("service_stopped")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    configure_logging(settings.log_level, json_output=settings.is_production)
+    app = FastAPI(
+        title="Claude Multi-Agent Backend",
+        version="0.1.0",
+        description="Multi-tenant service that runs Claude agents for organisations.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware)
+    for module in (health, tenants, api_keys, models, conversations):
+        app.include_router(module.router)
+    return app
+
+
+app = create_app()

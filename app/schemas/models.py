@@ -1,0 +1,69 @@
+"""Request and response bodies of the models catalog."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import Field, StringConstraints
+
+from app.schemas.common import Name, PatchSchema, ReadSchema, SafeStr, Schema
+
+ModelId = Annotated[SafeStr, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,99}$")]
+ProviderModelId = Annotated[SafeStr, StringConstraints(min_length=1, max_length=200)]
+ModelStatus = Literal["active", "deprecated"]
+# USD per million tokens, sent and returned as a decimal string.
+Price = Annotated[
+    Decimal, Field(ge=0, le=1_000_000, max_digits=18, decimal_places=6, allow_inf_nan=False)
+]
+ContextWindow = Annotated[int, Field(ge=1, le=100_000_000)]
+
+
+class ModelCreate(Schema):
+    model_id: ModelId
+    display_name: Name
+    bedrock_model_id: ProviderModelId | None = None
+    anthropic_model_id: ProviderModelId | None = None
+    price_input: Price
+    price_output: Price
+    price_cache_write_5m: Price
+    price_cache_write_1h: Price
+    price_cache_read: Price
+    context_window: ContextWindow
+    status: ModelStatus = "active"
+
+
+class ModelUpdate(PatchSchema):
+    nullable_fields = frozenset({"bedrock_model_id", "anthropic_model_id"})
+
+    display_name: Name | None = None
+    bedrock_model_id: ProviderModelId | None = None
+    anthropic_model_id: ProviderModelId | None = None
+    price_input: Price | None = None
+    price_output: Price | None = None
+    price_cache_write_5m: Price | None = None
+    price_cache_write_1h: Price | None = None
+    price_cache_read: Price | None = None
+    context_window: ContextWindow | None = None
+    status: ModelStatus | None = None
+
+
+class ModelStatusUpdate(Schema):
+    status: ModelStatus
+
+
+class ModelRead(ReadSchema):
+    model_id: str
+    display_name: str
+    bedrock_model_id: str | None
+    anthropic_model_id: str | None
+    price_input: Decimal
+    price_output: Decimal
+    price_cache_write_5m: Decimal
+    price_cache_write_1h: Decimal
+    price_cache_read: Decimal
+    context_window: int
+    status: ModelStatus
+    created_at: datetime
+    updated_at: datetime

@@ -1,0 +1,64 @@
+"""Who is calling: an admin key from settings or a tenant key from the database."""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import ForbiddenError, NotFoundError, TenantInactiveError, UnauthorizedError
+from app.models import Tenant
+from app.services.api_keys import find_active_key, touch_last_used
+from app.services.scope import TenantScope
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    tenant_id: str | None  # None for an admin
+    key_id: uuid.UUID | None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.tenant_id is None
+
+    def require_admin(self) -> None:
+        if not self.is_admin:
+            raise ForbiddenError("This operation needs an admin key")
+
+    def scope_for(self, tenant_id: str) -> TenantScope:
+        """The scope for a route under /api/tenants/{tenant_id}. Another tenant's id
+        answers 404, exactly as if it did not exist."""
+        if not self.is_admin and tenant_id != self.tenant_id:
+            raise NotFoundError("Tenant", tenant_id)
+        return TenantScope(tenant_id)
+
+
+ADMIN = Principal(tenant_id=None, key_id=None)
+
+
+def _is_admin_key(presented: str, admin_keys: tuple[str, ...]) -> bool:
+    found = False
+    for admin_key in admin_keys:  # every key compared, so timing says nothing of which matched
+        found |= hmac.compare_digest(presented.encode(), admin_key.encode())
+    return found
+
+
+async def authenticate(
+    session: AsyncSession, presented: str | None, admin_keys: tuple[str, ...]
+) -> Principal:
+    if not presented:
+        raise UnauthorizedError()
+    if _is_admin_key(presented, admin_keys):
+        return ADMIN
+    key = await find_active_key(session, presented)
+    if key is None:
+        raise UnauthorizedError("The API key is not valid")
+    tenant = await session.get(Tenant, key.tenant_id)
+    if tenant is None:
+        raise UnauthorizedError("The API key is not valid")
+    if tenant.status != "active":
+        raise TenantInactiveError()
+    await touch_last_used(session, key)
+    return Principal(tenant_id=tenant.tenant_id, key_id=key.id)

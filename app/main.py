@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -23,7 +24,7 @@ log = structlog.get_logger(__name__)
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     settings.ensure_development_secrets()
-    url = await db.resolve_database_url(settings)
+    url, embedded = await db.resolve_database_url(settings)
     if settings.db_auto_migrate:
         await db.migrate(url)
     engine = db.create_engine(url, settings)
@@ -35,6 +36,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         await engine.dispose()
+        if embedded is not None:
+            # Uvicorn ends on the signal it caught, so atexit hooks are not to be relied on.
+            await asyncio.to_thread(embedded.cleanup)
         log.info("service_stopped")
 
 

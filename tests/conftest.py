@@ -1,0 +1,186 @@
+"""Test database and app fixtures.
+
+The suite runs against a real PostgreSQL: TEST_DATABASE_URL when set (CI points it at
+127.0.0.1:5432), otherwise an embedded PostgreSQL under .data/test-postgres. A fresh
+database is made for the session and migrated with Alembic; after each test every
+tenant-owned row is removed and the models catalog is put back as the migration seeded it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from alembic import command
+from fastapi import FastAPI
+from pydantic import SecretStr
+from sqlalchemy import URL, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from app.config import Settings
+from app.db import alembic_config, start_embedded_postgres, to_async_url
+from app.main import create_app
+
+ADMIN_KEY = "test-admin-key-0123456789abcdef0123456789"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _asyncpg_dsn(url: URL) -> dict[str, Any]:
+    return {
+        "user": url.username,
+        "password": url.password,
+        "host": url.query.get("host") or url.host,
+        "port": url.port,
+        "database": url.database,
+    }
+
+
+async def _admin_sql(server_url: URL, *statements: str) -> None:
+    conn = await asyncpg.connect(**_asyncpg_dsn(server_url))
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def server_url() -> Iterator[URL]:
+    """A PostgreSQL server to make test databases on."""
+    configured = os.environ.get("TEST_DATABASE_URL")
+    if configured:
+        yield to_async_url(configured)
+        return
+    url, server = start_embedded_postgres(PROJECT_ROOT / ".data" / "test")
+    try:
+        yield url
+    finally:
+        server.cleanup()
+
+
+def make_database(server_url: URL, name: str) -> URL:
+    asyncio.run(
+        _admin_sql(server_url, f'DROP DATABASE IF EXISTS "{name}"', f'CREATE DATABASE "{name}"')
+    )
+    return server_url.set(database=name)
+
+
+def drop_database(server_url: URL, name: str) -> None:
+    asyncio.run(_admin_sql(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def database_url(server_url: URL) -> Iterator[URL]:
+    name = f"cmab_test_{os.getpid()}"
+    url = make_database(server_url, name)
+    command.upgrade(alembic_config(url), "head")
+    asyncio.run(
+        _admin_sql(
+            url,
+            "CREATE SCHEMA test_snapshot",
+            "CREATE TABLE test_snapshot.models AS SELECT * FROM models",
+        )
+    )
+    yield url
+    drop_database(server_url, name)
+
+
+def make_settings(database_url: URL, tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": SecretStr(database_url.render_as_string(hide_password=False)),
+        "db_auto_migrate": False,
+        "admin_api_keys": [SecretStr(ADMIN_KEY)],
+        "secret_key": SecretStr("test-secret-key"),
+        "data_dir": tmp_path / "data",
+        "db_pool_size": 5,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)
+
+
+async def reset_database(url: URL) -> None:
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("TRUNCATE tenants, models CASCADE"))
+            await conn.execute(text("INSERT INTO models SELECT * FROM test_snapshot.models"))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+async def app(database_url: URL, tmp_path: Path) -> AsyncIterator[FastAPI]:
+    application = create_app(make_settings(database_url, tmp_path))
+    async with application.router.lifespan_context(application):
+        yield application
+    await reset_database(database_url)
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        yield http
+
+
+ADMIN = {"X-API-Key": ADMIN_KEY}
+
+
+@dataclass
+class TenantFixture:
+    tenant_id: str
+    key: str
+    key_id: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"X-API-Key": self.key}
+
+    def url(self, path: str = "") -> str:
+        return f"/api/tenants/{self.tenant_id}{path}"
+
+
+async def create_tenant(
+    client: httpx.AsyncClient, tenant_id: str | None = None, **body: Any
+) -> TenantFixture:
+    tenant_id = tenant_id or f"t-{uuid.uuid4().hex[:10]}"
+    response = await client.post(
+        "/api/tenants", json={"tenant_id": tenant_id, "name": tenant_id, **body}, headers=ADMIN
+    )
+    assert response.status_code == 201, response.text
+    key = await client.post(
+        f"/api/tenants/{tenant_id}/api-keys", json={"name": "test"}, headers=ADMIN
+    )
+    assert key.status_code == 201, key.text
+    return TenantFixture(tenant_id, key.json()["key"], key.json()["id"])
+
+
+@pytest.fixture
+async def tenant(client: httpx.AsyncClient) -> TenantFixture:
+    return await create_tenant(client, "acme")
+
+
+@pytest.fixture
+async def other_tenant(client: httpx.AsyncClient) -> TenantFixture:
+    return await create_tenant(client, "globex")
+
+
+def assert_error(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
+    """The response is an error in the envelope, with this status (and code)."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}, body
+    error = body["error"]
+    assert set(error) == {"code", "message", "details", "request_id"}, error
+    assert error["request_id"] == response.headers["x-request-id"]
+    if code is not None:
+        assert error["code"] == code, error
+    return error

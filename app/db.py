@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import psutil
 import structlog
+from alembic import command
 from alembic.config import Config
 from sqlalchemy import URL, make_url, text
 from sqlalchemy.ext.asyncio import (
@@ -22,7 +23,6 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from alembic import command
 from app.config import Settings
 
 log = structlog.get_logger(__name__)

@@ -6,7 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import Field, PlainSerializer, StringConstraints
 
 from app.schemas.common import Name, PatchSchema, ReadSchema, SafeStr, Schema
 
@@ -16,6 +16,11 @@ ModelStatus = Literal["active", "deprecated"]
 # USD per million tokens, sent and returned as a decimal string.
 Price = Annotated[
     Decimal, Field(ge=0, le=1_000_000, max_digits=18, decimal_places=6, allow_inf_nan=False)
+]
+# Prices go out with all six decimal places, whatever form they came in.
+PriceOut = Annotated[
+    Decimal,
+    PlainSerializer(lambda value: str(value.quantize(Decimal("0.000001"))), return_type=str),
 ]
 ContextWindow = Annotated[int, Field(ge=1, le=100_000_000)]
 
@@ -58,11 +63,11 @@ class ModelRead(ReadSchema):
     display_name: str
     bedrock_model_id: str | None
     anthropic_model_id: str | None
-    price_input: Decimal
-    price_output: Decimal
-    price_cache_write_5m: Decimal
-    price_cache_write_1h: Decimal
-    price_cache_read: Decimal
+    price_input: PriceOut
+    price_output: PriceOut
+    price_cache_write_5m: PriceOut
+    price_cache_write_1h: PriceOut
+    price_cache_read: PriceOut
     context_window: int
     status: ModelStatus
     created_at: datetime

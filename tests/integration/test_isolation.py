@@ -1,0 +1,121 @@
+"""Tenant isolation: another tenant's key on every tenant-A route finds nothing and
+changes nothing. The matrix must name every route under /api/tenants/{tenant_id}."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from sqlalchemy import text
+
+from tests.conftest import TenantFixture, assert_error
+
+TENANT_ROUTES_PREFIX = "/api/tenants/{tenant_id}"
+
+# (method, path template, body) for routes a tenant key may use inside its own tenant.
+TENANT_SCOPED: list[tuple[str, str, dict[str, Any] | None]] = [
+    ("GET", "/conversations", None),
+    ("POST", "/conversations", {"title": "intruder"}),
+    ("GET", "/conversations/{conversation_id}", None),
+    ("PATCH", "/conversations/{conversation_id}", {"title": "hijacked"}),
+    ("DELETE", "/conversations/{conversation_id}", None),
+    ("POST", "/conversations/{conversation_id}/archive", None),
+    ("GET", "/conversations/{conversation_id}/messages", None),
+]
+# Admin-only routes: a tenant key gets 403 whatever the tenant, existing or not.
+ADMIN_ONLY: list[tuple[str, str, dict[str, Any] | None]] = [
+    ("GET", "", None),
+    ("PUT", "", {"name": "hijacked"}),
+    ("DELETE", "", None),
+    ("GET", "/api-keys", None),
+    ("POST", "/api-keys", {"name": "backdoor"}),
+    ("DELETE", "/api-keys/{key_id}", None),
+]
+
+
+async def _snapshot(app: FastAPI, tenant_id: str) -> dict[str, list[str]]:
+    tables = ("tenants", "api_keys", "conversations", "messages")
+    async with app.state.engine.connect() as conn:
+        return {
+            table: sorted(
+                (
+                    await conn.execute(
+                        text(f"SELECT t::text FROM {table} t WHERE tenant_id = :t"),  # noqa: S608
+                        {"t": tenant_id},
+                    )
+                ).scalars()
+            )
+            for table in tables
+        }
+
+
+async def _seed(client: httpx.AsyncClient, app: FastAPI, tenant: TenantFixture) -> dict[str, str]:
+    conversation = await client.post(
+        tenant.url("/conversations"), json={"title": "secret"}, headers=tenant.headers
+    )
+    cid = conversation.json()["conversation_id"]
+    async with app.state.engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO messages (message_id, tenant_id, conversation_id, seq, role, content)"
+                " VALUES (gen_random_uuid(), :t, :c, 1, 'user', '[]')"
+            ),
+            {"t": tenant.tenant_id, "c": cid},
+        )
+    return {"conversation_id": cid, "key_id": tenant.key_id}
+
+
+async def test_matrix_names_every_tenant_route(app: FastAPI) -> None:
+    routes = {
+        (method.upper(), path.removeprefix(TENANT_ROUTES_PREFIX))
+        for path, operations in app.openapi()["paths"].items()
+        if path.startswith(TENANT_ROUTES_PREFIX)
+        for method in operations
+    }
+    covered = {(method, path) for method, path, _ in TENANT_SCOPED + ADMIN_ONLY}
+    assert routes == covered
+
+
+async def test_other_tenants_key_gets_404_and_changes_nothing(
+    client: httpx.AsyncClient, app: FastAPI, tenant: TenantFixture, other_tenant: TenantFixture
+) -> None:
+    ids = await _seed(client, app, tenant)
+    before = await _snapshot(app, tenant.tenant_id)
+    assert all(before.values())
+
+    for method, path, body in TENANT_SCOPED:
+        url = tenant.url(path.format(**ids))
+        response = await client.request(method, url, json=body, headers=other_tenant.headers)
+        assert_error(response, 404, "NOT_FOUND")
+
+    # Tenant B's own routes with tenant A's ids: also nothing.
+    for method, path, body in TENANT_SCOPED:
+        if "{conversation_id}" not in path:
+            continue
+        url = other_tenant.url(path.format(**ids))
+        response = await client.request(method, url, json=body, headers=other_tenant.headers)
+        assert_error(response, 404, "NOT_FOUND")
+
+    for method, path, body in ADMIN_ONLY:
+        for tenant_id in (tenant.tenant_id, "no-such-tenant"):
+            url = f"/api/tenants/{tenant_id}{path.format(**ids)}"
+            response = await client.request(method, url, json=body, headers=other_tenant.headers)
+            assert_error(response, 403, "FORBIDDEN")
+
+    assert await _snapshot(app, tenant.tenant_id) == before
+    listed = await client.get(other_tenant.url("/conversations"), headers=other_tenant.headers)
+    assert listed.json()["total"] == 0
+
+
+async def test_404_looks_the_same_for_existing_and_missing_tenants(
+    client: httpx.AsyncClient, tenant: TenantFixture, other_tenant: TenantFixture
+) -> None:
+    existing = await client.get(tenant.url("/conversations"), headers=other_tenant.headers)
+    missing = await client.get(
+        "/api/tenants/no-such-tenant/conversations", headers=other_tenant.headers
+    )
+    assert existing.status_code == missing.status_code == 404
+    assert existing.json()["error"]["message"].replace("acme", "X") == missing.json()["error"][
+        "message"
+    ].replace("no-such-tenant", "X")

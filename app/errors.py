@@ -15,6 +15,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.utils.request_context import current_request_id
@@ -131,6 +132,7 @@ _STATUS_CODES = {
     415: "UNSUPPORTED_MEDIA_TYPE",
     422: "VALIDATION_ERROR",
     429: "TOO_MANY_REQUESTS",
+    503: "SERVICE_UNAVAILABLE",
 }
 
 
@@ -151,19 +153,23 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _STATUS_CODES.get(exc.status_code, "HTTP_ERROR")
-    return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+    headers = dict(exc.headers) if exc.headers else None
+    return error_response(exc.status_code, code, str(exc.detail), headers=headers)
 
 
-async def _unexpected_error(_: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled_error", error_type=type(exc).__name__)
-    return error_response(500, "INTERNAL_ERROR", "An unexpected error occurred")
+async def _backend_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    log.error("backend_unavailable", error_type=type(exc).__name__)
+    return error_response(503, "SERVICE_UNAVAILABLE", "The database is not reachable; try again")
 
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected_error)
+    # Connection-level database failures; anything else unexpected is a 500 written
+    # by RequestContextMiddleware.
+    for exc_type in (ConnectionError, OperationalError, InterfaceError):
+        app.add_exception_handler(exc_type, _backend_unavailable)
 
 
 def error_responses(*status_codes: int) -> dict[int | str, dict[str, Any]]:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import ProgrammingError, SQLAlchemyError
 
 from app.errors import ServiceUnavailableError, error_responses
 
@@ -21,13 +21,17 @@ class HealthRead(BaseModel):
     schema_revision: str | None = None
 
 
-async def _schema_revision(request: Request) -> str:
+async def _schema_revision(request: Request) -> str | None:
+    """The migration the database is at (None before the first one); 503 if unreachable."""
     try:
         async with request.app.state.engine.connect() as conn:
-            revision = await conn.scalar(text("SELECT version_num FROM alembic_version"))
+            try:
+                revision = await conn.scalar(text("SELECT version_num FROM alembic_version"))
+                return str(revision) if revision is not None else None
+            except ProgrammingError:  # no alembic_version table yet
+                return None
     except (SQLAlchemyError, OSError) as exc:
         raise ServiceUnavailableError("The database is not reachable") from exc
-    return str(revision)
 
 
 @router.get("/health", response_model=HealthRead, responses=error_responses(503))

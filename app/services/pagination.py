@@ -11,7 +11,7 @@ T = TypeVar("T")
 
 
 async def paginate(
-    session: AsyncSession, query: Select[tuple[T]], *order_by: Any, limit: int, offset: int
+    session: AsyncSession, query: Select[T], *order_by: Any, limit: int, offset: int
 ) -> tuple[list[T], int]:
     total = await session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
     rows = await session.scalars(query.order_by(*order_by).limit(limit).offset(offset))

@@ -25,7 +25,7 @@ class TenantScope:
 
     tenant_id: str
 
-    def select(self, model: type[M]) -> Select[tuple[M]]:
+    def select(self, model: type[M]) -> Select[M]:
         return select(model).where(model.tenant_id == self.tenant_id)
 
     async def get(

@@ -1,0 +1,40 @@
+# make run   — start the service on PORT (default 8000) with its embedded defaults
+# make test  — the whole test suite (TEST_DATABASE_URL picks a PostgreSQL; else embedded)
+# make lint  — ruff + mypy
+# make bench — the benchmarks in bench/
+
+PORT ?= 8000
+export PORT
+UV_VERSION := 0.13.8
+# uv from PATH if there is one, else our own copy in .tools/ (only Python 3.11+ needed).
+UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
+PYTHON ?= python3
+
+.PHONY: run test lint bench install clean
+
+$(CURDIR)/.tools/bin/uv:
+	$(PYTHON) -m venv $(CURDIR)/.tools
+	$(CURDIR)/.tools/bin/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+.venv/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen
+	@touch $@
+
+install: .venv/.synced
+
+run: install
+	$(UV) run --frozen --no-sync python -m app
+
+test: install
+	$(UV) run --frozen --no-sync pytest
+
+lint: install
+	$(UV) run --frozen --no-sync ruff check .
+	$(UV) run --frozen --no-sync ruff format --check .
+	$(UV) run --frozen --no-sync mypy
+
+bench: install
+	$(UV) run --frozen --no-sync python -m bench.list_conversations
+
+clean:
+	rm -rf .venv .tools .pytest_cache .mypy_cache .ruff_cache

@@ -87,7 +87,10 @@ class Settings(BaseSettings):
             self.__dict__.pop("admin_key_values", None)
             if created[1]:
                 # Printed once, at creation: where the key is, never the key itself.
-                print(f"Created a development admin API key; read it from {path.resolve()}")
+                print(
+                    f"Created a development admin API key; read it from {path.resolve()}",
+                    flush=True,
+                )
         if self.secret_key is None:
             value, _ = _read_or_create_secret(self.data_dir / DEV_SECRET_KEY_FILE, prefix="")
             self.secret_key = SecretStr(value)

@@ -15,6 +15,7 @@ from app.config import Settings
 from app.schemas.common import PageParams, UserId
 from app.schemas.tenants import TenantId
 from app.services import auth
+from app.services.api_keys import touch_last_used
 from app.services.scope import TenantScope
 from app.services.tenants import get_tenant
 
@@ -50,15 +51,18 @@ _bearer = HTTPBearer(auto_error=False, description="An API key as a bearer token
 
 async def get_principal(
     request: Request,
+    session: DbSession,
     api_key: Annotated[str | None, Depends(_api_key_header)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> auth.Principal:
     presented = api_key or (bearer.credentials if bearer else None)
     settings = get_settings(request)
-    # Its own short transaction: the last-used stamp must not hold a row lock for
-    # the whole request, nor be lost when the request's own work rolls back.
-    async with get_sessionmaker(request)() as session, session.begin():
-        principal = await auth.authenticate(session, presented, settings.admin_key_values)
+    principal = await auth.authenticate(session, presented, settings.admin_key_values)
+    if principal.stamp_last_used and principal.key_id is not None:
+        # Its own short transaction (at most once a minute per key): the stamp must not
+        # hold a row lock for the whole request, nor be lost if the request rolls back.
+        async with get_sessionmaker(request)() as stamp_session, stamp_session.begin():
+            await touch_last_used(stamp_session, principal.key_id)
     structlog.contextvars.bind_contextvars(
         principal="admin" if principal.is_admin else f"key:{principal.key_id}"
     )

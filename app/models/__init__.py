@@ -1,8 +1,16 @@
 """ORM classes, one module per aggregate; importing this package registers them all."""
 
 from app.models.base import Base
-from app.models.conversation import Conversation, Message
+from app.models.conversation import Conversation, ConversationCount, Message
 from app.models.model import CatalogModel
 from app.models.tenant import ApiKey, Tenant
 
-__all__ = ["ApiKey", "Base", "CatalogModel", "Conversation", "Message", "Tenant"]
+__all__ = [
+    "ApiKey",
+    "Base",
+    "CatalogModel",
+    "Conversation",
+    "ConversationCount",
+    "Message",
+    "Tenant",
+]

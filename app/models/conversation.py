@@ -6,7 +6,15 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, UniqueConstraint, func
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    String,
+    UniqueConstraint,
+    func,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, TimestampMixin
@@ -40,6 +48,19 @@ class Conversation(TimestampMixin, Base):
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
     sdk_session_id: Mapped[str | None] = mapped_column(String(100))
     archived_at: Mapped[datetime | None]
+
+
+class ConversationCount(Base):
+    """How many conversations a tenant has in each status; kept by a database trigger
+    (migration 0002), read for list totals. Never written by the application."""
+
+    __tablename__ = "conversation_counts"
+
+    tenant_id: Mapped[str] = mapped_column(
+        ForeignKey("tenants.tenant_id", ondelete="CASCADE"), primary_key=True
+    )
+    status: Mapped[str] = mapped_column(String(16), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
 
 
 class Message(Base):

@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import NotFoundError
-from app.models import ApiKey
+from app.models import ApiKey, Tenant
 from app.services.pagination import paginate
 from app.services.scope import TenantScope
 
@@ -62,25 +62,28 @@ async def revoke_key(session: AsyncSession, scope: TenantScope, key_id: uuid.UUI
     await session.flush()
 
 
-async def find_active_key(session: AsyncSession, presented: str) -> ApiKey | None:
-    """The unrevoked key row matching `presented`, compared in constant time."""
+async def find_active_key(session: AsyncSession, presented: str) -> tuple[ApiKey, Tenant] | None:
+    """The unrevoked key matching `presented` (compared in constant time) and its tenant."""
     if not presented.startswith(KEY_PREFIX) or len(presented) < DISPLAY_PREFIX_LENGTH:
         return None
-    candidates = await session.scalars(
-        select(ApiKey).where(
-            ApiKey.prefix == presented[:DISPLAY_PREFIX_LENGTH], ApiKey.revoked_at.is_(None)
-        )
+    candidates = await session.execute(
+        select(ApiKey, Tenant)
+        .join(Tenant, Tenant.tenant_id == ApiKey.tenant_id)
+        .where(ApiKey.prefix == presented[:DISPLAY_PREFIX_LENGTH], ApiKey.revoked_at.is_(None))
     )
     digest = hash_key(presented)
     match = None
-    for candidate in candidates:
-        if hmac.compare_digest(candidate.key_hash, digest):
-            match = candidate
+    for key, tenant in candidates:
+        if hmac.compare_digest(key.key_hash, digest):
+            match = (key, tenant)
     return match
 
 
-async def touch_last_used(session: AsyncSession, key: ApiKey) -> None:
-    now = datetime.now(UTC)
-    if key.last_used_at is not None and now - key.last_used_at < LAST_USED_RESOLUTION:
-        return
-    await session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
+def last_used_is_stale(key: ApiKey) -> bool:
+    return key.last_used_at is None or datetime.now(UTC) - key.last_used_at >= LAST_USED_RESOLUTION
+
+
+async def touch_last_used(session: AsyncSession, key_id: uuid.UUID) -> None:
+    await session.execute(
+        update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=datetime.now(UTC))
+    )

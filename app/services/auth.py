@@ -9,8 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import ForbiddenError, NotFoundError, TenantInactiveError, UnauthorizedError
-from app.models import Tenant
-from app.services.api_keys import find_active_key, touch_last_used
+from app.services.api_keys import find_active_key, last_used_is_stale
 from app.services.scope import TenantScope
 
 
@@ -18,6 +17,8 @@ from app.services.scope import TenantScope
 class Principal:
     tenant_id: str | None  # None for an admin
     key_id: uuid.UUID | None
+    # The key's last-used time is older than its resolution and wants writing.
+    stamp_last_used: bool = False
 
     @property
     def is_admin(self) -> bool:
@@ -52,13 +53,12 @@ async def authenticate(
         raise UnauthorizedError()
     if _is_admin_key(presented, admin_keys):
         return ADMIN
-    key = await find_active_key(session, presented)
-    if key is None:
+    found = await find_active_key(session, presented)
+    if found is None:
         raise UnauthorizedError("The API key is not valid")
-    tenant = await session.get(Tenant, key.tenant_id)
-    if tenant is None:
-        raise UnauthorizedError("The API key is not valid")
+    key, tenant = found
     if tenant.status != "active":
         raise TenantInactiveError()
-    await touch_last_used(session, key)
-    return Principal(tenant_id=tenant.tenant_id, key_id=key.id)
+    return Principal(
+        tenant_id=tenant.tenant_id, key_id=key.id, stamp_last_used=last_used_is_stale(key)
+    )

@@ -240,3 +240,33 @@ async def test_timestamps_are_utc(client: httpx.AsyncClient, tenant: TenantFixtu
     created = datetime.fromisoformat(conversation["created_at"])
     assert created.utcoffset() == timedelta(0)
     assert abs(datetime.now(UTC) - created) < timedelta(minutes=5)
+
+
+async def test_list_totals_stay_exact(
+    client: httpx.AsyncClient, tenant: TenantFixture, other_tenant: TenantFixture
+) -> None:
+    """Unfiltered totals come from trigger-kept counters; they must agree with COUNT(*)
+    (forced here by a created_after filter that matches everything) after every change."""
+    url, h = tenant.url("/conversations"), tenant.headers
+    epoch = {"created_after": "2000-01-01T00:00:00Z"}
+
+    async def totals(status: str | None = None) -> tuple[int, int]:
+        params = {"status": status} if status else {}
+        counted = (await client.get(url, params=params, headers=h)).json()["total"]
+        exact = (await client.get(url, params={**params, **epoch}, headers=h)).json()["total"]
+        return counted, exact
+
+    ids = [(await _create(client, tenant))["conversation_id"] for _ in range(5)]
+    await _create(client, other_tenant)
+    assert await totals() == (5, 5)
+    await client.post(f"{url}/{ids[0]}/archive", headers=h)
+    await client.post(f"{url}/{ids[0]}/archive", headers=h)  # archiving twice counts once
+    await client.patch(f"{url}/{ids[1]}", json={"title": "renamed"}, headers=h)
+    await client.delete(f"{url}/{ids[2]}", headers=h)
+    await client.delete(f"{url}/{ids[0]}", headers=h)
+    assert await totals() == (3, 3)
+    assert await totals("active") == (3, 3)
+    assert await totals("archived") == (0, 0)
+    assert (
+        await client.get(other_tenant.url("/conversations"), headers=other_tenant.headers)
+    ).json()["total"] == 1

@@ -7,9 +7,11 @@ import os
 from pathlib import Path
 
 import httpx
+from alembic import command
 from pydantic import SecretStr
 from sqlalchemy import URL
 
+from app.db import alembic_config
 from app.main import create_app
 from tests.conftest import ADMIN, assert_error, drop_database, make_database, make_settings
 
@@ -67,3 +69,15 @@ def test_database_url_password_is_never_logged(tmp_path: Path) -> None:
     assert settings.database_url is not None
     assert isinstance(settings.database_url, SecretStr)
     assert "s3cret" not in str(settings.model_dump())
+
+
+def test_migrations_go_down_and_up_again(server_url: URL) -> None:
+    name = f"cmab_roundtrip_{os.getpid()}"
+    url = make_database(server_url, name)
+    try:
+        config = alembic_config(url)
+        command.upgrade(config, "head")
+        command.downgrade(config, "base")
+        command.upgrade(config, "head")
+    finally:
+        drop_database(server_url, name)

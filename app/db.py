@@ -8,9 +8,10 @@ import json
 import logging
 import warnings
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
+import asyncpg
 import psutil
 import structlog
 from alembic import command
@@ -85,6 +86,36 @@ async def resolve_database_url(settings: Settings) -> tuple[URL, EmbeddedPostgre
     if settings.database_url is not None:
         return to_async_url(settings.database_url.get_secret_value()), None
     return await asyncio.to_thread(start_embedded_postgres, settings.data_dir)
+
+
+def asyncpg_connect_args(url: URL) -> dict[str, Any]:
+    """`asyncpg.connect()` arguments for a SQLAlchemy URL (TCP or a socket directory)."""
+    return {
+        "user": url.username,
+        "password": url.password,
+        "host": url.query.get("host") or url.host,
+        "port": url.port,
+        "database": url.database,
+    }
+
+
+async def recreate_database(server_url: URL, name: str) -> URL:
+    """Drop (if present) and create database `name` on the server; for tests and benches."""
+    conn = await asyncpg.connect(**asyncpg_connect_args(server_url))
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return server_url.set(database=name)
+
+
+async def drop_database(server_url: URL, name: str) -> None:
+    conn = await asyncpg.connect(**asyncpg_connect_args(server_url))
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
 
 
 def alembic_config(url: URL) -> Config:

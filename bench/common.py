@@ -12,14 +12,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 from alembic import command
 from pydantic import SecretStr
 from sqlalchemy import URL
 
 from app.config import Settings
-from app.db import alembic_config, start_embedded_postgres, to_async_url
+from app.db import alembic_config, recreate_database, start_embedded_postgres, to_async_url
 from app.main import create_app
 
 ADMIN_KEY = "bench-admin-key-0123456789abcdef0123456789"
@@ -35,24 +34,8 @@ def server_url() -> tuple[URL, Callable[[], None]]:
     return url, server.cleanup
 
 
-def connect_args(url: URL) -> dict[str, Any]:
-    return {
-        "user": url.username,
-        "password": url.password,
-        "host": url.query.get("host") or url.host,
-        "port": url.port,
-        "database": url.database,
-    }
-
-
 async def fresh_database(server: URL, name: str) -> URL:
-    conn = await asyncpg.connect(**connect_args(server))
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    url = server.set(database=name)
+    url = await recreate_database(server, name)
     await asyncio.to_thread(command.upgrade, alembic_config(url), "head")
     return url
 

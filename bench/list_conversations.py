@@ -15,9 +15,9 @@ from pathlib import Path
 import asyncpg
 import httpx
 
+from app.db import asyncpg_connect_args
 from bench.common import (
     ADMIN_KEY,
-    connect_args,
     fresh_database,
     interleaved_medians,
     serve_in_process,
@@ -77,7 +77,7 @@ async def main() -> None:
     try:
         url = await fresh_database(server, "cmab_bench_list")
         print(f"seeding {BIG_TENANTS} tenants x {BIG:,} conversations + 1 tenant x {SMALL} ...")
-        await _seed(connect_args(url))
+        await _seed(asyncpg_connect_args(url))
         with tempfile.TemporaryDirectory() as data_dir:
             async with serve_in_process(url, Path(data_dir)) as client:
                 big_key, small_key = await _key(client, "big-3"), await _key(client, "small")

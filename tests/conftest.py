@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 from alembic import command
@@ -25,31 +24,13 @@ from pydantic import SecretStr
 from sqlalchemy import URL, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from app import db
 from app.config import Settings
-from app.db import alembic_config, start_embedded_postgres, to_async_url
+from app.db import alembic_config, recreate_database, start_embedded_postgres, to_async_url
 from app.main import create_app
 
 ADMIN_KEY = "test-admin-key-0123456789abcdef0123456789"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-
-def _asyncpg_dsn(url: URL) -> dict[str, Any]:
-    return {
-        "user": url.username,
-        "password": url.password,
-        "host": url.query.get("host") or url.host,
-        "port": url.port,
-        "database": url.database,
-    }
-
-
-async def _admin_sql(server_url: URL, *statements: str) -> None:
-    conn = await asyncpg.connect(**_asyncpg_dsn(server_url))
-    try:
-        for statement in statements:
-            await conn.execute(statement)
-    finally:
-        await conn.close()
 
 
 @pytest.fixture(scope="session")
@@ -67,14 +48,11 @@ def server_url() -> Iterator[URL]:
 
 
 def make_database(server_url: URL, name: str) -> URL:
-    asyncio.run(
-        _admin_sql(server_url, f'DROP DATABASE IF EXISTS "{name}"', f'CREATE DATABASE "{name}"')
-    )
-    return server_url.set(database=name)
+    return asyncio.run(recreate_database(server_url, name))
 
 
 def drop_database(server_url: URL, name: str) -> None:
-    asyncio.run(_admin_sql(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(db.drop_database(server_url, name))
 
 
 @pytest.fixture(scope="session")
@@ -83,7 +61,7 @@ def database_url(server_url: URL) -> Iterator[URL]:
     url = make_database(server_url, name)
     command.upgrade(alembic_config(url), "head")
     asyncio.run(
-        _admin_sql(
+        run_sql(
             url,
             "CREATE SCHEMA test_snapshot",
             "CREATE TABLE test_snapshot.models AS SELECT * FROM models",
@@ -91,6 +69,17 @@ def database_url(server_url: URL) -> Iterator[URL]:
     )
     yield url
     drop_database(server_url, name)
+
+
+async def run_sql(url: URL, *statements: str) -> None:
+    """Run statements in one transaction on a short-lived engine."""
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            for statement in statements:
+                await conn.execute(text(statement))
+    finally:
+        await engine.dispose()
 
 
 def make_settings(database_url: URL, tmp_path: Path, **overrides: Any) -> Settings:
@@ -107,13 +96,11 @@ def make_settings(database_url: URL, tmp_path: Path, **overrides: Any) -> Settin
 
 
 async def reset_database(url: URL) -> None:
-    engine = create_async_engine(url)
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(text("TRUNCATE tenants, models CASCADE"))
-            await conn.execute(text("INSERT INTO models SELECT * FROM test_snapshot.models"))
-    finally:
-        await engine.dispose()
+    await run_sql(
+        url,
+        "TRUNCATE tenants, models CASCADE",
+        "INSERT INTO models SELECT * FROM test_snapshot.models",
+    )
 
 
 @pytest.fixture

@@ -12,9 +12,17 @@ PYTHON ?= python3
 
 .PHONY: run test lint bench install clean
 
+# A venv of its own where Python can make one; else pip's user site (e.g. Debian
+# without python3-venv), with uv linked into .tools/bin either way.
 $(CURDIR)/.tools/bin/uv:
-	$(PYTHON) -m venv $(CURDIR)/.tools
-	$(CURDIR)/.tools/bin/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+	@if $(PYTHON) -m venv $(CURDIR)/.tools 2>/dev/null; then \
+	  $(CURDIR)/.tools/bin/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"; \
+	else \
+	  rm -rf $(CURDIR)/.tools; mkdir -p $(CURDIR)/.tools/bin; \
+	  $(PYTHON) -m pip install --quiet --user "uv==$(UV_VERSION)" 2>/dev/null \
+	    || $(PYTHON) -m pip install --quiet --user --break-system-packages "uv==$(UV_VERSION)"; \
+	  ln -sf "$$($(PYTHON) -m site --user-base)/bin/uv" $(CURDIR)/.tools/bin/uv; \
+	fi
 
 .venv/.synced: pyproject.toml uv.lock | $(UV)
 	$(UV) sync --frozen

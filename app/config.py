@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import secrets
 from enum import StrEnum
 from functools import cached_property
@@ -15,6 +16,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 log = structlog.get_logger(__name__)
 
 MIN_ADMIN_KEY_LENGTH = 32
+MIN_SECRET_KEY_LENGTH = 32
 DEV_ADMIN_KEY_FILE = "admin_api_key"
 DEV_SECRET_KEY_FILE = "secret_key"  # noqa: S105 (a file name)
 
@@ -65,6 +67,8 @@ class Settings(BaseSettings):
             )
         if self.secret_key is None or not self.secret_key.get_secret_value():
             raise ValueError("SECRET_KEY must be set in production")
+        if len(self.secret_key.get_secret_value()) < MIN_SECRET_KEY_LENGTH:
+            raise ValueError(f"SECRET_KEY must be at least {MIN_SECRET_KEY_LENGTH} characters")
         return self
 
     @property
@@ -92,14 +96,18 @@ class Settings(BaseSettings):
                     flush=True,
                 )
         if self.secret_key is None:
-            value, _ = _read_or_create_secret(self.data_dir / DEV_SECRET_KEY_FILE, prefix="")
+            value, _ = _read_or_create_secret(
+                self.data_dir / DEV_SECRET_KEY_FILE, prefix="", fernet=True
+            )
             self.secret_key = SecretStr(value)
 
 
-def _read_or_create_secret(path: Path, *, prefix: str) -> tuple[str, bool]:
+def _read_or_create_secret(path: Path, *, prefix: str, fernet: bool = False) -> tuple[str, bool]:
     if path.exists():
         return path.read_text().strip(), False
-    value = prefix + secrets.token_urlsafe(32)
+    # A Fernet key is the URL-safe base64 of 32 random bytes, padding included.
+    raw = secrets.token_bytes(32)
+    value = base64.urlsafe_b64encode(raw).decode() if fernet else prefix + secrets.token_urlsafe(32)
     path.touch(mode=0o600)
     path.write_text(value + "\n")
     return value, True

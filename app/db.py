@@ -136,6 +136,8 @@ def create_engine(url: URL, settings: Settings) -> AsyncEngine:
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_size,
         pool_pre_ping=True,
+        # Statement parameters (prompts, metadata, key hashes) never reach error messages.
+        hide_parameters=True,
     )
 
 

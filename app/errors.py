@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.utils.request_context import current_request_id
@@ -168,7 +169,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     # Connection-level database failures; anything else unexpected is a 500 written
     # by RequestContextMiddleware.
-    for exc_type in (ConnectionError, OperationalError, InterfaceError):
+    for exc_type in (ConnectionError, OperationalError, InterfaceError, PoolTimeoutError):
         app.add_exception_handler(exc_type, _backend_unavailable)
 
 

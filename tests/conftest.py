@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 from alembic import command
 from fastapi import FastAPI
@@ -55,8 +56,26 @@ def drop_database(server_url: URL, name: str) -> None:
     asyncio.run(db.drop_database(server_url, name))
 
 
+async def _drop_abandoned_test_databases(server_url: URL) -> None:
+    """Databases of earlier runs that were killed before their teardown."""
+    engine = create_async_engine(server_url)
+    try:
+        async with engine.connect() as conn:
+            names = (
+                await conn.execute(
+                    text("SELECT datname FROM pg_database WHERE datname LIKE 'cmab_test_%'")
+                )
+            ).scalars()
+            abandoned = [n for n in names if not psutil.pid_exists(int(n.rsplit("_", 1)[1]))]
+    finally:
+        await engine.dispose()
+    for name in abandoned:
+        await db.drop_database(server_url, name)
+
+
 @pytest.fixture(scope="session")
 def database_url(server_url: URL) -> Iterator[URL]:
+    asyncio.run(_drop_abandoned_test_databases(server_url))
     name = f"cmab_test_{os.getpid()}"
     url = make_database(server_url, name)
     command.upgrade(alembic_config(url), "head")

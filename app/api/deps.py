@@ -3,11 +3,12 @@ caller's identity, and the tenant scope of /api/tenants/{tenant_id}/… routes."
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated
 
 import structlog
-from fastapi import Depends, Header, Path, Query, Request
+from fastapi import BackgroundTasks, Depends, Header, Path, Query, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -18,6 +19,8 @@ from app.services import auth
 from app.services.api_keys import touch_last_used
 from app.services.scope import TenantScope
 from app.services.tenants import get_tenant
+
+log = structlog.get_logger(__name__)
 
 
 def get_settings(request: Request) -> Settings:
@@ -49,9 +52,18 @@ _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="
 _bearer = HTTPBearer(auto_error=False, description="An API key as a bearer token")
 
 
+async def _stamp_last_used(maker: async_sessionmaker[AsyncSession], key_id: uuid.UUID) -> None:
+    try:
+        async with maker() as session, session.begin():
+            await touch_last_used(session, key_id)
+    except Exception:  # a hint only: never let it fail anything
+        log.warning("last_used_stamp_failed", key_id=str(key_id), exc_info=True)
+
+
 async def get_principal(
     request: Request,
     session: DbSession,
+    background: BackgroundTasks,
     api_key: Annotated[str | None, Depends(_api_key_header)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> auth.Principal:
@@ -59,10 +71,10 @@ async def get_principal(
     settings = get_settings(request)
     principal = await auth.authenticate(session, presented, settings.admin_key_values)
     if principal.stamp_last_used and principal.key_id is not None:
-        # Its own short transaction (at most once a minute per key): the stamp must not
-        # hold a row lock for the whole request, nor be lost if the request rolls back.
-        async with get_sessionmaker(request)() as stamp_session, stamp_session.begin():
-            await touch_last_used(stamp_session, principal.key_id)
+        # After the response, in a transaction of its own: inside the request's it would
+        # lock the key row before the request's own rows (a deadlock with a tenant delete,
+        # which locks them the other way round), and beside it, take a second connection.
+        background.add_task(_stamp_last_used, get_sessionmaker(request), principal.key_id)
     structlog.contextvars.bind_contextvars(
         principal="admin" if principal.is_admin else f"key:{principal.key_id}"
     )

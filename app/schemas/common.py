@@ -23,9 +23,14 @@ MAX_JSON_DEPTH = 16
 
 
 def _no_nul(value: str) -> str:
-    # PostgreSQL cannot store U+0000 in text or jsonb.
+    # PostgreSQL cannot store U+0000 in text or jsonb, nor text that is not valid UTF-8
+    # (a lone surrogate such as "\ud800" is accepted by JSON but encodes to nothing).
     if "\x00" in value:
         raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError("must be valid Unicode (no lone surrogates)") from exc
     return value
 
 
@@ -50,7 +55,12 @@ def _check_json(value: Any, depth: int = 0) -> None:
 
 def _valid_json_object(value: dict[str, Any]) -> dict[str, Any]:
     _check_json(value)
-    if len(json.dumps(value, ensure_ascii=False).encode()) > MAX_JSON_OBJECT_BYTES:
+    try:
+        # NaN and Infinity parse as JSON here but are not JSON, and jsonb refuses them.
+        encoded = json.dumps(value, ensure_ascii=False, allow_nan=False).encode()
+    except ValueError as exc:
+        raise ValueError("must not contain NaN or Infinity") from exc
+    if len(encoded) > MAX_JSON_OBJECT_BYTES:
         raise ValueError(f"must be at most {MAX_JSON_OBJECT_BYTES} bytes as JSON")
     return value
 

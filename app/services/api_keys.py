@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import NotFoundError
 from app.models import ApiKey, Tenant
+from app.services.integrity import flush_mapping_violations
 from app.services.pagination import paginate
 from app.services.scope import TenantScope
 
@@ -41,7 +42,9 @@ async def create_key(session: AsyncSession, scope: TenantScope, name: str) -> tu
         key_hash=hash_key(key),
     )
     session.add(row)
-    await session.flush()
+    await flush_mapping_violations(
+        session, {"fk_api_keys_tenant_id_tenants": lambda: NotFoundError("Tenant", scope.tenant_id)}
+    )
     return row, key
 
 
@@ -84,6 +87,14 @@ def last_used_is_stale(key: ApiKey) -> bool:
 
 
 async def touch_last_used(session: AsyncSession, key_id: uuid.UUID) -> None:
+    """Stamp the key, at most once per resolution: of concurrent requests on one key the
+    first stamps it and the others, once it commits, find it fresh and write nothing."""
+    now = datetime.now(UTC)
     await session.execute(
-        update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=datetime.now(UTC))
+        update(ApiKey)
+        .where(
+            ApiKey.id == key_id,
+            (ApiKey.last_used_at.is_(None)) | (ApiKey.last_used_at < now - LAST_USED_RESOLUTION),
+        )
+        .values(last_used_at=now)
     )

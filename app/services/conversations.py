@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import UnprocessableError
+from app.errors import AppError, NotFoundError, UnprocessableError
 from app.models import Conversation, ConversationCount, Message, Tenant
 from app.schemas.conversations import ConversationCreate, ConversationUpdate
-from app.services.models import require_active_model
+from app.services.integrity import flush_mapping_violations
+from app.services.models import require_model, unknown_model
 from app.services.pagination import paginate
 from app.services.scope import TenantScope
 
@@ -23,13 +25,17 @@ async def create_conversation(
         raise UnprocessableError(
             "user_id in the body differs from the X-User-ID header", code="USER_ID_MISMATCH"
         )
-    model_id = data.model_id
-    if model_id is None:
-        model_id = await session.scalar(
+    if data.model_id is not None:
+        model_id = (await require_model(session, data.model_id)).model_id
+    else:
+        # The tenant's default keeps working after it is deprecated: deprecation stops
+        # new choices of a model, not what already uses it.
+        default = await session.scalar(
             select(Tenant.default_model_id).where(Tenant.tenant_id == scope.tenant_id)
         )
-        assert model_id is not None, "the scope's tenant exists"
-    await require_active_model(session, model_id)
+        if default is None:  # the tenant was deleted after this request was authorised
+            raise NotFoundError("Tenant", scope.tenant_id)
+        model_id = (await require_model(session, default, allow_deprecated=True)).model_id
     conversation = Conversation(
         tenant_id=scope.tenant_id,
         user_id=data.user_id or header_user_id,
@@ -38,8 +44,16 @@ async def create_conversation(
         metadata_=data.metadata,
     )
     session.add(conversation)
-    await session.flush()
+    await flush_mapping_violations(session, _reference_errors(scope, model_id))
     return conversation
+
+
+def _reference_errors(scope: TenantScope, model_id: str) -> dict[str, Callable[[], AppError]]:
+    """What a conversation's foreign keys mean when a concurrent delete breaks them."""
+    return {
+        "fk_conversations_tenant_id_tenants": lambda: NotFoundError("Tenant", scope.tenant_id),
+        "fk_conversations_model_id_models": lambda: unknown_model(model_id),
+    }
 
 
 async def list_conversations(
@@ -109,14 +123,14 @@ async def update_conversation(
     conversation = await get_conversation(session, scope, conversation_id, for_update=True)
     changes = data.changes()
     if "model_id" in changes and changes["model_id"] != conversation.model_id:
-        await require_active_model(session, changes["model_id"])
+        await require_model(session, changes["model_id"])
     if "metadata" in changes:
         changes["metadata_"] = changes.pop("metadata")
     if "title" in changes:
         changes["title"] = changes["title"] or None
     for name, value in changes.items():
         setattr(conversation, name, value)
-    await session.flush()
+    await flush_mapping_violations(session, _reference_errors(scope, conversation.model_id))
     return conversation
 
 

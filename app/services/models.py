@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from sqlalchemy import exists, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import ConflictError, NotFoundError, UnprocessableError
 from app.models import CatalogModel, Conversation, Tenant
 from app.schemas.models import ModelCreate, ModelUpdate
+from app.services.integrity import flush_mapping_violations
 from app.services.pagination import paginate
 
 
@@ -30,25 +30,33 @@ async def get_model(
     return model
 
 
-async def require_active_model(session: AsyncSession, model_id: str) -> CatalogModel:
-    """The model a tenant or conversation is about to use; 422 unless it exists and is active."""
+def unknown_model(model_id: str) -> UnprocessableError:
+    return UnprocessableError(f"Model '{model_id}' is not in the catalog", code="UNKNOWN_MODEL")
+
+
+def _exists(model_id: str) -> ConflictError:
+    return ConflictError(f"Model '{model_id}' already exists", code="MODEL_EXISTS")
+
+
+async def require_model(
+    session: AsyncSession, model_id: str, *, allow_deprecated: bool = False
+) -> CatalogModel:
+    """The model a tenant or conversation is about to use: 422 unless it is in the
+    catalog and (unless allowed otherwise) active."""
     model = await session.get(CatalogModel, model_id)
     if model is None:
-        raise UnprocessableError(f"Model '{model_id}' is not in the catalog", code="UNKNOWN_MODEL")
-    if model.status != "active":
+        raise unknown_model(model_id)
+    if model.status != "active" and not allow_deprecated:
         raise UnprocessableError(f"Model '{model_id}' is deprecated", code="MODEL_DEPRECATED")
     return model
 
 
 async def create_model(session: AsyncSession, data: ModelCreate) -> CatalogModel:
     if await session.get(CatalogModel, data.model_id) is not None:
-        raise ConflictError(f"Model '{data.model_id}' already exists", code="MODEL_EXISTS")
+        raise _exists(data.model_id)
     model = CatalogModel(**data.model_dump())
     session.add(model)
-    try:
-        await session.flush()
-    except IntegrityError as exc:
-        raise ConflictError(f"Model '{data.model_id}' already exists", code="MODEL_EXISTS") from exc
+    await flush_mapping_violations(session, {"pk_models": lambda: _exists(data.model_id)})
     return model
 
 
@@ -74,7 +82,12 @@ async def delete_model(session: AsyncSession, model_id: str) -> None:
             code="MODEL_IN_USE",
         )
     await session.delete(model)
-    try:
-        await session.flush()
-    except IntegrityError as exc:  # a row that started using it meanwhile
-        raise ConflictError(f"Model '{model_id}' is in use", code="MODEL_IN_USE") from exc
+    in_use = ConflictError(f"Model '{model_id}' is in use", code="MODEL_IN_USE")
+    # A tenant or conversation that started using it meanwhile.
+    await flush_mapping_violations(
+        session,
+        {
+            "fk_tenants_default_model_id_models": lambda: in_use,
+            "fk_conversations_model_id_models": lambda: in_use,
+        },
+    )

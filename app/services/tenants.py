@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import ConflictError, NotFoundError
 from app.models import Tenant
 from app.schemas.tenants import TenantCreate, TenantSettings, TenantUpdate
-from app.services.models import require_active_model
+from app.services.integrity import flush_mapping_violations
+from app.services.models import require_model, unknown_model
 from app.services.pagination import paginate
 
 
@@ -31,8 +31,8 @@ async def get_tenant(session: AsyncSession, tenant_id: str, *, for_update: bool 
 
 async def create_tenant(session: AsyncSession, data: TenantCreate, default_model_id: str) -> Tenant:
     if await session.get(Tenant, data.tenant_id) is not None:
-        raise ConflictError(f"Tenant '{data.tenant_id}' already exists", code="TENANT_EXISTS")
-    model = await require_active_model(session, data.default_model_id or default_model_id)
+        raise _exists(data.tenant_id)
+    model = await require_model(session, data.default_model_id or default_model_id)
     tenant = Tenant(
         tenant_id=data.tenant_id,
         name=data.name,
@@ -42,27 +42,35 @@ async def create_tenant(session: AsyncSession, data: TenantCreate, default_model
         settings=data.settings.model_dump(mode="json"),
     )
     session.add(tenant)
-    try:
-        await session.flush()
-    except IntegrityError as exc:
-        raise ConflictError(
-            f"Tenant '{data.tenant_id}' already exists", code="TENANT_EXISTS"
-        ) from exc
+    await flush_mapping_violations(
+        session,
+        {
+            "pk_tenants": lambda: _exists(data.tenant_id),
+            "fk_tenants_default_model_id_models": lambda: unknown_model(model.model_id),
+        },
+    )
     return tenant
 
 
 async def update_tenant(session: AsyncSession, tenant_id: str, data: TenantUpdate) -> Tenant:
     tenant = await get_tenant(session, tenant_id, for_update=True)
     changes = data.changes()
-    if "default_model_id" in changes:
-        await require_active_model(session, changes["default_model_id"])
+    if "default_model_id" in changes and changes["default_model_id"] != tenant.default_model_id:
+        await require_model(session, changes["default_model_id"])
     if data.settings is not None:
         merged = TenantSettings.model_validate({**tenant.settings, **data.settings.changes()})
         changes["settings"] = merged.model_dump(mode="json")
     for name, value in changes.items():
         setattr(tenant, name, value)
-    await session.flush()
+    await flush_mapping_violations(
+        session,
+        {"fk_tenants_default_model_id_models": lambda: unknown_model(tenant.default_model_id)},
+    )
     return tenant
+
+
+def _exists(tenant_id: str) -> ConflictError:
+    return ConflictError(f"Tenant '{tenant_id}' already exists", code="TENANT_EXISTS")
 
 
 async def delete_tenant(session: AsyncSession, tenant_id: str) -> None:

@@ -270,3 +270,18 @@ async def test_list_totals_stay_exact(
     assert (
         await client.get(other_tenant.url("/conversations"), headers=other_tenant.headers)
     ).json()["total"] == 1
+
+
+async def test_deprecating_the_tenant_default_keeps_new_conversations_working(
+    client: httpx.AsyncClient, tenant: TenantFixture
+) -> None:
+    await client.patch(
+        "/api/models/claude-sonnet-4-5/status", json={"status": "deprecated"}, headers=ADMIN
+    )
+    by_default = await client.post(tenant.url("/conversations"), json={}, headers=tenant.headers)
+    assert by_default.status_code == 201
+    assert by_default.json()["model_id"] == "claude-sonnet-4-5"
+    chosen = await client.post(
+        tenant.url("/conversations"), json={"model_id": "claude-sonnet-4-5"}, headers=tenant.headers
+    )
+    assert_error(chosen, 422, "MODEL_DEPRECATED")

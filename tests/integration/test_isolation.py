@@ -35,7 +35,7 @@ ADMIN_ONLY: list[tuple[str, str, dict[str, Any] | None]] = [
 
 
 async def _snapshot(app: FastAPI, tenant_id: str) -> dict[str, list[str]]:
-    tables = ("tenants", "api_keys", "conversations", "messages")
+    tables = ("tenants", "api_keys", "conversations", "conversation_counts", "messages")
     async with app.state.engine.connect() as conn:
         return {
             table: sorted(

@@ -4,16 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import httpx
 from alembic import command
-from pydantic import SecretStr
 from sqlalchemy import URL
 
 from app.db import alembic_config
 from app.main import create_app
-from tests.conftest import ADMIN, assert_error, drop_database, make_database, make_settings
+from tests.conftest import (
+    ADMIN,
+    ADMIN_KEY,
+    PROJECT_ROOT,
+    assert_error,
+    drop_database,
+    make_database,
+    make_settings,
+    reset_database,
+)
+from tests.integration.live_server import free_port
 
 
 async def _get(
@@ -62,13 +75,56 @@ async def test_unreachable_database_is_503(tmp_path: Path) -> None:
             assert "password" not in error["message"] and "nobody" not in error["message"]
 
 
-def test_database_url_password_is_never_logged(tmp_path: Path) -> None:
-    settings = make_settings(
-        URL.create("postgresql+asyncpg", password="s3cret", host="h", database="d"), tmp_path
+def test_secrets_stay_out_of_the_logs(database_url: URL, tmp_path: Path) -> None:
+    """The real service, as `python -m app`: its whole output holds no password, admin
+    key or tenant key, while it serves requests that carry them."""
+    # Trust auth ignores the password, so the service starts with one in its URL.
+    with_password = database_url.set(password="s3cret-db-password")
+    port = free_port()
+    env = {
+        "PATH": os.environ["PATH"],
+        "PYTHONPATH": str(PROJECT_ROOT),
+        "DATABASE_URL": with_password.render_as_string(hide_password=False),
+        "DB_AUTO_MIGRATE": "false",
+        "ADMIN_API_KEYS": ADMIN_KEY,
+        "DATA_DIR": str(tmp_path),
+        "PORT": str(port),
+    }
+    service = subprocess.Popen(
+        [sys.executable, "-m", "app"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
-    assert settings.database_url is not None
-    assert isinstance(settings.database_url, SecretStr)
-    assert "s3cret" not in str(settings.model_dump())
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/health/ready").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline and service.poll() is None, "service did not start"
+            time.sleep(0.1)
+        with httpx.Client(base_url=base, headers=ADMIN) as http:
+            http.post("/api/tenants", json={"tenant_id": "acme", "name": "A"}).raise_for_status()
+            key = http.post("/api/tenants/acme/api-keys", json={"name": "k"}).json()["key"]
+            assert http.get("/api/models", headers={"X-API-Key": key}).status_code == 200
+            assert http.get("/api/models", headers={"X-API-Key": key + "x"}).status_code == 401
+            assert (
+                http.post("/api/tenants", json={"tenant_id": "acme", "name": "A"}).status_code
+                == 409
+            )
+    finally:
+        service.send_signal(signal.SIGINT)
+        output, _ = service.communicate(timeout=30)
+        asyncio.run(reset_database(database_url))
+    assert "service_started" in output and "http_request" in output
+    for secret in ("s3cret-db-password", key, ADMIN_KEY):
+        assert secret not in output
 
 
 def test_migrations_go_down_and_up_again(server_url: URL) -> None:

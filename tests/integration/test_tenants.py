@@ -121,7 +121,7 @@ async def test_update_changes_only_what_is_sent(
     assert body["system_prompt"] == "Be brief."
     assert body["settings"]["max_turns"] == 7
     assert body["settings"]["bash_enabled"] is True
-    assert body["updated_at"] >= body["created_at"]
+    assert body["updated_at"] > body["created_at"]
     cleared = await client.put(tenant.url(), json={"system_prompt": None}, headers=ADMIN)
     assert cleared.json()["system_prompt"] is None
 

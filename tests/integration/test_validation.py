@@ -84,3 +84,26 @@ async def test_huge_numbers_are_422_not_500(
         )
     body = {"settings": {"max_turns": 10**30}}
     assert_error(await client.put(tenant.url(), json=body, headers=ADMIN), 422)
+
+
+async def test_values_postgres_cannot_store_are_422(
+    client: httpx.AsyncClient, tenant: TenantFixture
+) -> None:
+    """JSON that Python parses but PostgreSQL refuses: NaN, Infinity, lone surrogates."""
+    conversations = tenant.url("/conversations")
+    cases = [
+        ("POST", conversations, b'{"metadata": {"x": NaN}}'),
+        ("POST", conversations, b'{"metadata": {"x": [Infinity]}}'),
+        ("POST", conversations, b'{"metadata": {"x": 1e999}}'),
+        ("POST", conversations, b'{"metadata": {"\\ud800": 1}}'),
+        ("POST", conversations, b'{"user_id": "\\ud800"}'),
+        ("POST", conversations, b'{"title": "a\\udfff"}'),
+        ("PUT", tenant.url(), b'{"system_prompt": "\\ud800"}'),
+        ("PUT", "/api/models/claude-sonnet-4", b'{"bedrock_model_id": "\\ud800"}'),
+    ]
+    for method, path, payload in cases:
+        response = await client.request(
+            method, path, content=payload, headers={**ADMIN, "Content-Type": "application/json"}
+        )
+        assert_error(response, 422, "VALIDATION_ERROR")
+    assert (await client.get(conversations, headers=tenant.headers)).json()["total"] == 0

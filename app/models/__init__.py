@@ -3,6 +3,7 @@
 from app.models.base import Base
 from app.models.conversation import Conversation, ConversationCount, Message
 from app.models.model import CatalogModel
+from app.models.run import Run, RunEvent, SdkSessionEntry, ToolCall, UsageRecord
 from app.models.tenant import ApiKey, Tenant
 
 __all__ = [
@@ -12,5 +13,10 @@ __all__ = [
     "Conversation",
     "ConversationCount",
     "Message",
+    "Run",
+    "RunEvent",
+    "SdkSessionEntry",
     "Tenant",
+    "ToolCall",
+    "UsageRecord",
 ]

@@ -28,6 +28,7 @@ class Base(DeclarativeBase):
         datetime: DateTime(timezone=True),
         dict[str, Any]: JSONB,
         list[dict[str, Any]]: JSONB,
+        list[str]: JSONB,
         # USD per million tokens, or a cost in USD: six decimal places.
         Decimal: Numeric(18, 6),
     }

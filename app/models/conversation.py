@@ -74,7 +74,9 @@ class Message(Base):
     conversation_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("conversations.conversation_id", ondelete="CASCADE")
     )
-    run_id: Mapped[uuid.UUID | None]
+    run_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("runs.run_id", ondelete="CASCADE"), index=True
+    )
     # Position in the conversation's log: 1, 2, 3…
     seq: Mapped[int]
     role: Mapped[str] = mapped_column(String(32))

@@ -10,14 +10,18 @@ from tests.conftest import assert_error
 async def test_health_checks_the_database(client: httpx.AsyncClient) -> None:
     response = await client.get("/health")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "database": "ok", "schema_revision": "0002"}
+    assert response.json() == {
+        "status": "ok",
+        "database": "ok",
+        "schema_revision": client._transport.app.state.schema_head,
+    }
 
 
 async def test_live_and_ready(client: httpx.AsyncClient) -> None:
     assert (await client.get("/health/live")).json()["status"] == "ok"
     ready = await client.get("/health/ready")
     assert ready.status_code == 200
-    assert ready.json()["schema_revision"] == "0002"
+    assert ready.json()["schema_revision"] == client._transport.app.state.schema_head
 
 
 async def test_metrics_count_requests_by_route(client: httpx.AsyncClient) -> None:

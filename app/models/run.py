@@ -1,0 +1,159 @@
+"""Agent runs and what they record: the event log, tool calls and token usage."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, Text, func, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models.base import Base
+
+RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+ACTIVE_RUN_STATUSES = ("queued", "running")
+
+
+class TokenCounts:
+    """The token counts every usage-bearing row carries, by kind."""
+
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cache_creation_5m_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cache_creation_1h_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cache_read_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost_usd: Mapped[Decimal] = mapped_column(default=Decimal(0))
+
+
+class Run(TokenCounts, Base):
+    __tablename__ = "runs"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')", name="status"
+        ),
+        # One run at a time per conversation, whatever races the API loses.
+        Index(
+            "uq_runs_one_active_per_conversation",
+            "conversation_id",
+            unique=True,
+            postgresql_where=text("status IN ('queued', 'running')"),
+        ),
+        Index("ix_runs_tenant_created", "tenant_id", "created_at"),
+    )
+
+    run_id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.tenant_id", ondelete="CASCADE"))
+    conversation_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("conversations.conversation_id", ondelete="CASCADE"), index=True
+    )
+    user_id: Mapped[str | None] = mapped_column(String(255))
+    model_id: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    user_input: Mapped[str] = mapped_column(Text)
+    executor: Mapped[dict[str, Any] | None]
+    preferred_skills: Mapped[list[str] | None]
+    # Names only: request tokens are secrets, held in memory for the run, never stored.
+    token_names: Mapped[list[str] | None]
+    session_id: Mapped[str | None] = mapped_column(String(100))
+    result: Mapped[str | None] = mapped_column(Text)
+    error_type: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    num_turns: Mapped[int] = mapped_column(default=0)
+    duration_ms: Mapped[int | None]
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+class RunEvent(Base):
+    """Every SSE event of a run, by seq: the log that re-attaching clients replay."""
+
+    __tablename__ = "run_events"
+
+    run_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("runs.run_id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(
+        ForeignKey("tenants.tenant_id", ondelete="CASCADE"), index=True
+    )
+    type: Mapped[str] = mapped_column(String(32))
+    data: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class ToolCall(Base):
+    __tablename__ = "tool_calls"
+    __table_args__ = (
+        CheckConstraint("status IN ('running', 'succeeded', 'failed')", name="status"),
+        Index("uq_tool_calls_run_tool_use", "run_id", "tool_use_id", unique=True),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[str] = mapped_column(
+        ForeignKey("tenants.tenant_id", ondelete="CASCADE"), index=True
+    )
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("runs.run_id", ondelete="CASCADE"))
+    conversation_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("conversations.conversation_id", ondelete="CASCADE")
+    )
+    tool_use_id: Mapped[str] = mapped_column(String(100))
+    name: Mapped[str] = mapped_column(String(200))
+    input: Mapped[dict[str, Any]]
+    output_preview: Mapped[str | None] = mapped_column(Text)
+    is_error: Mapped[bool] = mapped_column(default=False)
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    parent_tool_use_id: Mapped[str | None] = mapped_column(String(100))
+    started_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    finished_at: Mapped[datetime | None]
+
+
+class UsageRecord(TokenCounts, Base):
+    """What one model served one run, priced from the catalog."""
+
+    __tablename__ = "usage_records"
+    __table_args__ = (Index("ix_usage_records_tenant_created", "tenant_id", "created_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.tenant_id", ondelete="CASCADE"))
+    user_id: Mapped[str | None] = mapped_column(String(255))
+    conversation_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("conversations.conversation_id", ondelete="CASCADE")
+    )
+    run_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("runs.run_id", ondelete="CASCADE"), index=True
+    )
+    # The catalog model it was priced as, and the name the provider served it under.
+    model_id: Mapped[str] = mapped_column(String(100))
+    provider_model: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class SdkSessionEntry(Base):
+    """SDK transcripts (the SessionStore): one row per JSONL entry, in append order."""
+
+    __tablename__ = "sdk_session_entries"
+    __table_args__ = (
+        Index("ix_sdk_session_entries_key", "project_key", "session_id", "subpath", "id"),
+        Index(
+            "uq_sdk_session_entries_uuid",
+            "project_key",
+            "session_id",
+            "subpath",
+            "uuid",
+            unique=True,
+            postgresql_where=text("uuid IS NOT NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    # The tenant id for the service's own sessions.
+    project_key: Mapped[str] = mapped_column(String(255))
+    session_id: Mapped[str] = mapped_column(String(255))
+    # "" for the main transcript, e.g. "subagents/agent-x" for a sub-agent's.
+    subpath: Mapped[str] = mapped_column(String(255), default="")
+    uuid: Mapped[str | None] = mapped_column(String(100))
+    entry: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())

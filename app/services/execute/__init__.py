@@ -1,0 +1,1 @@
+"""The agent run pipeline: model providers, options, runner, events, records."""

@@ -1,0 +1,206 @@
+"""What the scripted model says: a pure function from a Messages API request to a reply.
+
+The reply depends only on the request, so a run is reproducible: the scenario named in
+the user's latest message (`scenario:NAME` or `scenario:NAME:ARG`) and whether that
+message has been answered with tool results yet.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+SCENARIO_MARKER = re.compile(r"scenario:([a-z0-9-]+)(?::([A-Za-z0-9_.-]+))?")
+WORKDIR = re.compile(r"Primary working directory: (\S+)")
+OFFLINE_LABEL = "[offline model]"
+
+SCENARIOS: dict[str, str] = {
+    "echo": "the default: a short streamed answer repeating the request",
+    "text": "a long answer streamed in many chunks (scenario:text:N for N chunks)",
+    "tool": "one Write tool call, then a closing answer",
+    "parallel": "two Write tool calls in one message (run in parallel), then an answer",
+    "subagent": "an Agent (Task) call whose sub-agent answers on its own; then an answer",
+    "skill": "a Skill tool call (scenario:skill:NAME), then an answer",
+    "slow": "streamed text with a pause between chunks (scenario:slow:MS, default 200)",
+    "cache": "a plain answer whose usage includes cache writes (5m and 1h) and reads",
+    "error": "the API fails with the status given (scenario:error:429 | 500 | 529)",
+    "drop": "the stream starts, then the connection drops mid-answer",
+}
+
+
+@dataclass(frozen=True)
+class Usage:
+    input_tokens: int = 100
+    output_tokens: int = 20
+    cache_creation_5m: int = 0
+    cache_creation_1h: int = 0
+    cache_read: int = 0
+
+    def start(self) -> dict[str, Any]:
+        """The usage of `message_start`: output counted as 1 so far, as the real API does."""
+        return {**self.final(), "output_tokens": 1}
+
+    def final(self) -> dict[str, Any]:
+        return {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cache_creation_input_tokens": self.cache_creation_5m + self.cache_creation_1h,
+            "cache_read_input_tokens": self.cache_read,
+            "cache_creation": {
+                "ephemeral_5m_input_tokens": self.cache_creation_5m,
+                "ephemeral_1h_input_tokens": self.cache_creation_1h,
+            },
+        }
+
+
+@dataclass(frozen=True)
+class Text:
+    chunks: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ToolUse:
+    id: str
+    name: str
+    input: dict[str, Any]
+
+
+Block = Text | ToolUse
+
+
+@dataclass(frozen=True)
+class Reply:
+    blocks: tuple[Block, ...] = ()
+    usage: Usage = field(default_factory=Usage)
+    chunk_delay: float = 0.0
+    # An HTTP status to fail with instead of answering, or "drop" to cut the stream.
+    failure: int | str | None = None
+
+    @property
+    def stop_reason(self) -> str:
+        return "tool_use" if any(isinstance(b, ToolUse) for b in self.blocks) else "end_turn"
+
+    def content(self) -> list[dict[str, Any]]:
+        """The blocks as a complete (non-streamed) message's content."""
+        return [
+            {"type": "text", "text": "".join(b.chunks)}
+            if isinstance(b, Text)
+            else {"type": "tool_use", "id": b.id, "name": b.name, "input": b.input}
+            for b in self.blocks
+        ]
+
+
+def words(text: str) -> tuple[str, ...]:
+    """Stream a text a word at a time, spaces kept, so the chunks join back to it."""
+    parts = re.findall(r"\S+\s*|\s+", text)
+    return tuple(parts) or ("",)
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return "\n".join(
+        block.get("text", "")
+        for block in content
+        if isinstance(block, dict) and block.get("type") == "text"
+    )
+
+
+def _is_tool_results(message: dict[str, Any]) -> bool:
+    content = message.get("content")
+    return (
+        isinstance(content, list)
+        and bool(content)
+        and all(isinstance(b, dict) and b.get("type") == "tool_result" for b in content)
+    )
+
+
+def _latest_prompt(messages: list[dict[str, Any]]) -> tuple[str, bool]:
+    """The latest user text, and whether tool results have come in since it."""
+    answered = False
+    for message in reversed(messages):
+        if message.get("role") != "user":
+            continue
+        if _is_tool_results(message):
+            answered = True
+            continue
+        return _text_of(message.get("content")), answered
+    return "", answered
+
+
+def _user_words(prompt: str) -> str:
+    """The user's own words: the prompt without the CLI's <system-reminder> blocks."""
+    stripped = re.sub(r"<system-reminder>.*?</system-reminder>", "", prompt, flags=re.S)
+    return " ".join(stripped.split())
+
+
+def _tool_id(request: dict[str, Any], n: int) -> str:
+    # Unique per request position, stable for the same request.
+    return f"toolu_offline_{len(request.get('messages', []))}_{n}"
+
+
+def plan_reply(request: dict[str, Any]) -> Reply:
+    messages = request.get("messages") or []
+    prompt, answered = _latest_prompt(messages)
+    marker = SCENARIO_MARKER.search(prompt)
+    name, arg = (marker.group(1), marker.group(2)) if marker else ("echo", None)
+    workdir_match = WORKDIR.search(prompt) or WORKDIR.search(str(request.get("system", "")))
+    workdir = workdir_match.group(1) if workdir_match else "."
+    said = _user_words(prompt)
+
+    if "<task-notification>" in prompt:
+        return Reply((Text(words(f"{OFFLINE_LABEL} The background task has finished.")),))
+    if name == "subagent-reply":
+        return Reply((Text(words(f"{OFFLINE_LABEL} Sub-agent report: the task is done.")),))
+    if answered:
+        return Reply((Text(words(f"{OFFLINE_LABEL} Done: the tools have run.")),))
+
+    if name == "text":
+        count = int(arg) if arg and arg.isdigit() else 40
+        return Reply(
+            (Text(tuple(f"chunk {i} " for i in range(count))),), Usage(output_tokens=count)
+        )
+    if name == "tool":
+        return Reply((_write(request, 0, workdir, "notes.md", "Notes from the offline model.\n"),))
+    if name == "parallel":
+        return Reply(
+            (
+                _write(request, 0, workdir, "alpha.md", "Alpha\n"),
+                _write(request, 1, workdir, "beta.md", "Beta\n"),
+            )
+        )
+    if name == "subagent":
+        agent_input = {
+            "description": "Research the topic",
+            "prompt": "scenario:subagent-reply Research the topic and report back.",
+            "subagent_type": "general-purpose",
+        }
+        return Reply((ToolUse(_tool_id(request, 0), "Agent", agent_input),))
+    if name == "skill":
+        return Reply((ToolUse(_tool_id(request, 0), "Skill", {"skill": arg or "example"}),))
+    if name == "slow":
+        delay = int(arg) / 1000 if arg and arg.isdigit() else 0.2
+        return Reply(
+            (Text(words(f"{OFFLINE_LABEL} Slowly, one word at a time.")),), chunk_delay=delay
+        )
+    if name == "cache":
+        usage = Usage(1000, 500, cache_creation_5m=2000, cache_creation_1h=1000, cache_read=3000)
+        return Reply((Text(words(f"{OFFLINE_LABEL} Answered from cache.")),), usage)
+    if name == "error":
+        return Reply(failure=int(arg) if arg and arg.isdigit() else 500)
+    if name == "drop":
+        return Reply(
+            (Text(words(f"{OFFLINE_LABEL} This answer will be cut off here")),), failure="drop"
+        )
+    return Reply(
+        (Text(words(f"{OFFLINE_LABEL} You said: {said}" if said else f"{OFFLINE_LABEL} Hello.")),)
+    )
+
+
+def _write(request: dict[str, Any], n: int, workdir: str, name: str, content: str) -> ToolUse:
+    return ToolUse(
+        _tool_id(request, n),
+        "Write",
+        {"file_path": f"{workdir.rstrip('/')}/{name}", "content": content},
+    )

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import base64
+import os
 import secrets
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import structlog
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -26,6 +27,12 @@ class AppEnv(StrEnum):
     PRODUCTION = "production"
 
 
+class ModelProvider(StrEnum):
+    BEDROCK = "bedrock"
+    ANTHROPIC = "anthropic"
+    OFFLINE = "offline"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
@@ -42,6 +49,21 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = None
     # The catalog model a tenant gets when it is created without one.
     default_model_id: str = "claude-sonnet-4-5"
+
+    # Where the agent's model calls go. Unset: anthropic with ANTHROPIC_API_KEY,
+    # bedrock with AWS credentials in the environment, else the offline model.
+    model_provider: ModelProvider | None = None
+    anthropic_api_key: SecretStr | None = None
+    anthropic_base_url: str | None = None
+    aws_region: str = "us-east-1"
+    bedrock_base_url: str | None = None
+    # The wire format the offline model speaks to the CLI (both are tested).
+    offline_model_wire: Literal["anthropic", "bedrock"] = "anthropic"
+    # Retries of a failed model call inside the CLI (its own default is 10).
+    model_max_retries: int = Field(default=4, ge=0, le=10)
+    max_user_input_chars: int = Field(default=100_000, ge=1)
+    # On shutdown, how long running runs may go on before they are cancelled.
+    shutdown_timeout: float = Field(default=30.0, ge=0)
 
     @field_validator("admin_api_keys", mode="before")
     @classmethod
@@ -70,6 +92,16 @@ class Settings(BaseSettings):
         if len(self.secret_key.get_secret_value()) < MIN_SECRET_KEY_LENGTH:
             raise ValueError(f"SECRET_KEY must be at least {MIN_SECRET_KEY_LENGTH} characters")
         return self
+
+    @property
+    def provider(self) -> ModelProvider:
+        if self.model_provider is not None:
+            return self.model_provider
+        if self.anthropic_api_key is not None:
+            return ModelProvider.ANTHROPIC
+        if os.environ.get("AWS_ACCESS_KEY_ID") or os.environ.get("AWS_PROFILE"):
+            return ModelProvider.BEDROCK
+        return ModelProvider.OFFLINE
 
     @property
     def is_production(self) -> bool:

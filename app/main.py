@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,11 +12,17 @@ from alembic.script import ScriptDirectory
 from fastapi import FastAPI
 
 from app import db
-from app.api import api_keys, conversations, health, models, tenants
-from app.config import Settings
+from app.api import api_keys, conversations, execute, health, models, tenants
+from app.config import ModelProvider, Settings
 from app.errors import install_error_handlers
 from app.log_config import configure_logging
 from app.middleware import RequestContextMiddleware
+from app.services.execute.executor import RunExecutor
+from app.services.execute.offline_model import OfflineModelServer
+from app.services.execute.options import install_launcher
+from app.services.execute.providers import resolve_provider
+from app.services.execute.runner import ExecutionContext
+from app.services.execute.session_store import PostgresSessionStore
 
 log = structlog.get_logger(__name__)
 
@@ -31,10 +38,36 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.engine = engine
     app.state.sessionmaker = db.create_sessionmaker(engine)
     app.state.schema_head = ScriptDirectory.from_config(db.alembic_config(url)).get_current_head()
-    log.info("service_started", env=settings.app_env.value, database=url.render_as_string())
+    offline_model = None
+    if settings.provider is ModelProvider.OFFLINE:
+        offline_model = OfflineModelServer()
+        await asyncio.to_thread(offline_model.start)
+    provider = resolve_provider(
+        settings, offline_model.url if offline_model else None, dict(os.environ)
+    )
+    app.state.executor = RunExecutor(
+        ExecutionContext(
+            sessionmaker=app.state.sessionmaker,
+            provider=provider,
+            data_dir=settings.data_dir,
+            launcher=install_launcher(settings.data_dir),
+            session_store=PostgresSessionStore(app.state.sessionmaker),
+            max_retries=settings.model_max_retries,
+        )
+    )
+    log.info(
+        "service_started",
+        env=settings.app_env.value,
+        database=url.render_as_string(),
+        model_provider=provider.name.value,
+        wire=provider.wire,
+    )
     try:
         yield
     finally:
+        await app.state.executor.shutdown(settings.shutdown_timeout)
+        if offline_model is not None:
+            await asyncio.to_thread(offline_model.stop)
         await engine.dispose()
         if embedded is not None:
             # Uvicorn ends on the signal it caught, so atexit hooks are not to be relied on.
@@ -54,7 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
-    for module in (health, tenants, api_keys, models, conversations):
+    for module in (health, tenants, api_keys, models, conversations, execute):
         app.include_router(module.router)
     return app
 

@@ -109,6 +109,9 @@ def make_settings(database_url: URL, tmp_path: Path, **overrides: Any) -> Settin
         "secret_key": SecretStr("test-secret-key"),
         "data_dir": tmp_path / "data",
         "db_pool_size": 5,
+        "model_provider": "offline",
+        # Failure scenarios fail at once instead of after the CLI's backoff.
+        "model_max_retries": 0,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)

@@ -19,6 +19,9 @@ from app.models import SdkSessionEntry
 
 
 class PostgresSessionStore:
+    """A SessionStore (duck-typed, as the SDK probes for optional methods). The optional
+    `list_session_summaries` is absent: listing falls back to `list_sessions` + `load`."""
+
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
         self._sessionmaker = sessionmaker
 

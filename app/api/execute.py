@@ -1,0 +1,97 @@
+"""Routes of agent runs: start one and stream it (SSE), read one."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Request
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from app.api.deps import CurrentScope, DbSession, HeaderUserId, get_settings
+from app.errors import error_responses
+from app.schemas.runs import RunRead, StreamRequest, run_read
+from app.services import runs as service
+from app.services.execute.events import RunEventLog
+from app.services.execute.executor import RunExecutor
+
+router = APIRouter(prefix="/api/tenants/{tenant_id}", tags=["execution"])
+
+PING_SECONDS = 10.0
+_STREAM_DOC: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Server-Sent Events: init, progress, text_delta, assistant, tool_call, "
+        "tool_result, subagent_start, subagent_end, title, context_status, ping, error, "
+        "and always a last `done` (see docs/events.md).",
+        "content": {"text/event-stream": {}},
+    }
+}
+
+
+async def sse_events(events: RunEventLog, after: int = 0) -> AsyncIterator[ServerSentEvent]:
+    """A run's events as SSE, from seq `after` on, with a `ping` after each 10 s of silence.
+    Pings carry the last seq but no `id:`, so they never move a client's Last-Event-ID."""
+    position = after
+    quiet_since = time.monotonic()
+    while (batch := await events.after(position, wait_seconds=PING_SECONDS)) is not None:
+        if not batch:
+            ping = {
+                "seq": position,
+                "timestamp": datetime.now(UTC).isoformat(),
+                "run_id": str(events.run_id),
+                "elapsed_ms": int((time.monotonic() - quiet_since) * 1000),
+            }
+            yield ServerSentEvent(json.dumps(ping), event="ping")
+            continue
+        for event in batch:
+            yield ServerSentEvent(
+                json.dumps(event["data"]), event=event["event"], id=str(event["seq"])
+            )
+        position += len(batch)
+        quiet_since = time.monotonic()
+
+
+@router.post(
+    "/conversations/{conversation_id}/stream",
+    response_class=EventSourceResponse,
+    responses={**_STREAM_DOC, **error_responses(401, 403, 404, 409, 422, 503)},
+)
+async def stream(
+    request: Request,
+    scope: CurrentScope,
+    session: DbSession,
+    user_id: HeaderUserId,
+    conversation_id: Annotated[uuid.UUID, Path()],
+    body: StreamRequest,
+) -> EventSourceResponse:
+    """Run the agent on the user's input and stream what it does. The run belongs to the
+    service, not to this connection: a client that goes away does not stop it."""
+    run = await service.queue_run(
+        session,
+        scope,
+        conversation_id,
+        body,
+        user_id,
+        max_input_chars=get_settings(request).max_user_input_chars,
+    )
+    # The run must be durable before its task reads it, and the stream must not hold a
+    # database connection: this endpoint ends its transaction here, not in the dependency.
+    await session.commit()
+    executor: RunExecutor = request.app.state.executor
+    events = executor.start(run.run_id, scope.tenant_id)
+    return EventSourceResponse(
+        sse_events(events),
+        ping=3600,
+        headers={"X-Accel-Buffering": "no", "X-Run-ID": str(run.run_id)},
+    )
+
+
+@router.get("/runs/{run_id}", response_model=RunRead, responses=error_responses(401, 403, 404, 422))
+async def get_run(
+    scope: CurrentScope, session: DbSession, run_id: Annotated[uuid.UUID, Path()]
+) -> RunRead:
+    return run_read(await service.get_run(session, scope, run_id))

@@ -1,0 +1,89 @@
+"""Request and response bodies of agent runs."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, PlainSerializer, StringConstraints, computed_field
+
+from app.schemas.common import Name, ReadSchema, SafeStr, Schema, UserId
+
+UserInput = Annotated[SafeStr, StringConstraints(min_length=1, max_length=1_000_000)]
+Usd = Annotated[
+    Decimal, PlainSerializer(lambda v: str(v.quantize(Decimal("0.000001"))), return_type=str)
+]
+
+
+class Executor(Schema):
+    """Who asked for the run, as the tenant's front end knows them."""
+
+    user_id: UserId | None = None
+    name: Name | None = None
+    email: Annotated[SafeStr, StringConstraints(max_length=320)] | None = None
+
+
+class StreamRequest(Schema):
+    user_input: UserInput
+    executor: Executor | None = None
+    preferred_skills: list[Annotated[SafeStr, StringConstraints(min_length=1, max_length=200)]] = (
+        Field(default_factory=list, max_length=50)
+    )
+    tokens: dict[
+        Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")],
+        Annotated[SafeStr, StringConstraints(max_length=10_000)],
+    ] = Field(
+        default_factory=dict,
+        max_length=50,
+        description="Request-scoped secrets; kept in memory for the run, never stored.",
+    )
+
+
+class Usage(ReadSchema):
+    input_tokens: int
+    output_tokens: int
+    cache_creation_5m_tokens: int
+    cache_creation_1h_tokens: int
+    cache_read_tokens: int
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def total_tokens(self) -> int:
+        return (
+            self.input_tokens
+            + self.output_tokens
+            + self.cache_creation_5m_tokens
+            + self.cache_creation_1h_tokens
+            + self.cache_read_tokens
+        )
+
+
+class RunRead(ReadSchema):
+    run_id: uuid.UUID
+    tenant_id: str
+    conversation_id: uuid.UUID
+    user_id: str | None
+    model_id: str
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    user_input: str
+    executor: dict[str, Any] | None
+    preferred_skills: list[str] | None
+    session_id: str | None
+    result: str | None
+    error_type: str | None
+    error: str | None
+    num_turns: int
+    duration_ms: int | None
+    cost_usd: Usd
+    usage: Usage
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+def run_read(run: Any) -> RunRead:
+    """A run row as its API shape, with its token counts gathered under `usage`."""
+    fields = {name: getattr(run, name) for name in RunRead.model_fields if name != "usage"}
+    return RunRead.model_validate({**fields, "usage": Usage.model_validate(run)})

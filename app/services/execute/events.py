@@ -1,0 +1,118 @@
+"""A run's event log: numbers events (seq 1, 2, 3…), hands them to live subscribers at
+once, and writes them to run_events in batches off the streaming path."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.models import RunEvent
+
+log = structlog.get_logger(__name__)
+
+FLUSH_INTERVAL = 0.05
+FLUSH_BATCH = 500
+
+
+class RunEventLog:
+    def __init__(
+        self, run_id: uuid.UUID, tenant_id: str, sessionmaker: async_sessionmaker[AsyncSession]
+    ) -> None:
+        self.run_id = run_id
+        self.tenant_id = tenant_id
+        self.events: list[dict[str, Any]] = []
+        self.closed = False
+        self._sessionmaker = sessionmaker
+        self._pending: list[dict[str, Any]] = []
+        self._changed = asyncio.Event()
+        self._flush_wanted = asyncio.Event()
+        self._flusher = asyncio.create_task(self._flush_loop(), name=f"run-events-{run_id}")
+
+    def emit(self, event_type: str, data: dict[str, Any]) -> dict[str, Any]:
+        seq = len(self.events) + 1
+        event = {
+            "event": event_type,
+            "seq": seq,
+            "data": {
+                **data,
+                "seq": seq,
+                "timestamp": datetime.now(UTC).isoformat(),
+                "run_id": str(self.run_id),
+            },
+        }
+        self.events.append(event)
+        self._pending.append(event)
+        if len(self._pending) >= FLUSH_BATCH:
+            self._flush_wanted.set()
+        self._wake()
+        return event
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def after(self, seq: int, wait_seconds: float) -> list[dict[str, Any]] | None:
+        """The events after `seq`, waiting up to `wait_seconds` for one: [] when none came in
+        time, None when the log is closed and has nothing more."""
+        if seq >= len(self.events) and not self.closed:
+            changed = self._changed
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), wait_seconds)
+        if seq < len(self.events):
+            return self.events[seq:]
+        return None if self.closed else []
+
+    async def follow(self, after: int = 0) -> AsyncIterator[dict[str, Any]]:
+        """Every event after seq `after`, then each new one, until the log closes."""
+        position = after
+        while (batch := await self.after(position, wait_seconds=3600)) is not None:
+            for event in batch:
+                yield event
+            position += len(batch)
+
+    async def close(self) -> None:
+        """Write what is pending, stop the flusher, and release the followers."""
+        self.closed = True
+        self._flush_wanted.set()
+        await self._flusher
+        await self._flush()
+        self._wake()
+
+    async def _flush_loop(self) -> None:
+        while not self.closed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._flush_wanted.wait(), FLUSH_INTERVAL)
+            self._flush_wanted.clear()
+            try:
+                await self._flush()
+            except Exception:  # kept pending; the next flush (or close) tries again
+                log.exception("run_events_flush_failed", run_id=str(self.run_id))
+
+    async def _flush(self) -> None:
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        rows = [
+            {
+                "run_id": self.run_id,
+                "seq": e["seq"],
+                "tenant_id": self.tenant_id,
+                "type": e["event"],
+                "data": e["data"],
+            }
+            for e in batch
+        ]
+        try:
+            async with self._sessionmaker() as session, session.begin():
+                await session.execute(insert(RunEvent).values(rows).on_conflict_do_nothing())
+        except BaseException:
+            self._pending = batch + self._pending
+            raise

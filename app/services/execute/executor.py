@@ -1,0 +1,44 @@
+"""The executor owns running agent runs: it starts them as tasks of their own (not of
+the request that asked), keeps their live event logs, and stops them at shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import structlog
+
+from app.services.execute.events import RunEventLog
+from app.services.execute.runner import ExecutionContext, execute_run
+
+log = structlog.get_logger(__name__)
+
+
+class RunExecutor:
+    def __init__(self, ctx: ExecutionContext) -> None:
+        self.ctx = ctx
+        self._runs: dict[uuid.UUID, tuple[asyncio.Task[None], RunEventLog]] = {}
+
+    def start(self, run_id: uuid.UUID, tenant_id: str) -> RunEventLog:
+        events = RunEventLog(run_id, tenant_id, self.ctx.sessionmaker)
+        task = asyncio.create_task(execute_run(self.ctx, run_id, events), name=f"run-{run_id}")
+        self._runs[run_id] = (task, events)
+        task.add_done_callback(lambda _: self._runs.pop(run_id, None))
+        return events
+
+    def live_events(self, run_id: uuid.UUID) -> RunEventLog | None:
+        entry = self._runs.get(run_id)
+        return entry[1] if entry else None
+
+    async def shutdown(self, grace_seconds: float) -> None:
+        """Let running runs finish for up to `grace_seconds`, then cancel the rest; each
+        records itself as cancelled before it ends."""
+        tasks = [task for task, _ in self._runs.values()]
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=grace_seconds)
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.info("runs_cancelled_at_shutdown", count=len(pending))
+            await asyncio.gather(*pending, return_exceptions=True)

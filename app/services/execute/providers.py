@@ -1,0 +1,72 @@
+"""Model providers: the environment that points the CLI at Bedrock, the Anthropic API
+or the offline model, and the model name each expects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from app.config import ModelProvider, Settings
+from app.models import CatalogModel
+
+# AWS variables the CLI may need for Bedrock (the standard credential chain).
+AWS_VARIABLES = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ROLE_ARN",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+)
+
+
+@dataclass(frozen=True)
+class Provider:
+    """What the agent's CLI needs to reach its model."""
+
+    name: ModelProvider
+    wire: str  # "anthropic" or "bedrock"
+    env: dict[str, str] = field(default_factory=dict)
+
+    def model_name(self, model: CatalogModel) -> str:
+        name = model.bedrock_model_id if self.wire == "bedrock" else model.anthropic_model_id
+        return name or model.model_id
+
+
+def resolve_provider(
+    settings: Settings, offline_url: str | None, environ: dict[str, str]
+) -> Provider:
+    provider = settings.provider
+    if provider is ModelProvider.OFFLINE:
+        assert offline_url is not None, "the offline model server runs"
+        if settings.offline_model_wire == "bedrock":
+            return Provider(
+                provider, "bedrock", _bedrock_env(settings, offline_url, skip_auth=True)
+            )
+        return Provider(
+            provider,
+            "anthropic",
+            {"ANTHROPIC_BASE_URL": offline_url, "ANTHROPIC_API_KEY": "offline"},
+        )
+    if provider is ModelProvider.ANTHROPIC:
+        env = {}
+        if settings.anthropic_api_key is not None:
+            env["ANTHROPIC_API_KEY"] = settings.anthropic_api_key.get_secret_value()
+        if settings.anthropic_base_url:
+            env["ANTHROPIC_BASE_URL"] = settings.anthropic_base_url
+        return Provider(provider, "anthropic", env)
+    env = _bedrock_env(settings, settings.bedrock_base_url, skip_auth=False)
+    env.update({name: environ[name] for name in AWS_VARIABLES if environ.get(name)})
+    return Provider(provider, "bedrock", env)
+
+
+def _bedrock_env(settings: Settings, base_url: str | None, *, skip_auth: bool) -> dict[str, str]:
+    env = {"CLAUDE_CODE_USE_BEDROCK": "1", "AWS_REGION": settings.aws_region}
+    if base_url:
+        env["ANTHROPIC_BEDROCK_BASE_URL"] = base_url
+    if skip_auth:
+        env["CLAUDE_CODE_SKIP_BEDROCK_AUTH"] = "1"
+    return env

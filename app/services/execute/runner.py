@@ -1,0 +1,462 @@
+"""Run one agent turn: drive the SDK, translate what it says into events, record
+messages, tool calls and usage, and always end the stream with `done`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import structlog
+from claude_agent_sdk import AssistantMessage, ClaudeSDKClient, ResultMessage, StreamEvent
+from claude_agent_sdk.types import TaskNotificationMessage, TaskStartedMessage
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.models import CatalogModel, Conversation, Message, Run, Tenant, ToolCall, UsageRecord
+from app.schemas.tenants import TenantSettings
+from app.services.execute.events import RunEventLog
+from app.services.execute.options import RunSetup, build_options
+from app.services.execute.providers import Provider
+from app.services.execute.session_store import PostgresSessionStore
+from app.services.execute.translate import Output, Translator
+from app.services.execute.usage import Tokens, catalog_match
+
+log = structlog.get_logger(__name__)
+
+TITLE_CHARS = 80
+# What a model API status means for the client.
+_API_ERRORS = {429: ("rate_limited", True), 529: ("overloaded", True), 503: ("overloaded", True)}
+
+
+@dataclass(frozen=True)
+class ExecutionContext:
+    """What every run needs from the service."""
+
+    sessionmaker: async_sessionmaker[AsyncSession]
+    provider: Provider
+    data_dir: Path
+    launcher: Path
+    session_store: PostgresSessionStore
+    max_retries: int
+
+
+@dataclass
+class RunState:
+    """What a run has seen so far: enough to finish it however it ends."""
+
+    result: ResultMessage | None = None
+    failure: tuple[str, str, bool] | None = None  # error_type, message, recoverable
+    cancelled: bool = False
+    running_tasks: set[str] = field(default_factory=set)
+    notification_turn_pending: bool = False
+    # Usage seen in the stream, by model: what is counted if no result ever comes.
+    streamed: dict[str, Tokens] = field(default_factory=dict)
+    streaming_model: str = ""
+
+    def finished(self) -> bool:
+        """A result came, and no background task or injected turn is left for this run."""
+        return (
+            self.result is not None
+            and not self.running_tasks
+            and not self.notification_turn_pending
+        )
+
+
+def _title_from(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1].rstrip() + "…"
+
+
+class RunRecorder:
+    """Writes a run's messages and tool calls, each SDK message in one short transaction."""
+
+    def __init__(self, ctx: ExecutionContext, run: Run, next_seq: int) -> None:
+        self.ctx = ctx
+        self.run = run
+        self.next_seq = next_seq
+
+    async def record(self, out: Output) -> None:
+        if not (out.messages or out.tool_starts or out.tool_ends):
+            return
+        async with self.ctx.sessionmaker() as session, session.begin():
+            for record in out.messages:
+                session.add(
+                    Message(
+                        tenant_id=self.run.tenant_id,
+                        conversation_id=self.run.conversation_id,
+                        run_id=self.run.run_id,
+                        seq=self.next_seq,
+                        role=record.role,
+                        content=record.content,
+                        parent_tool_use_id=record.parent_tool_use_id,
+                        sdk_uuid=record.sdk_uuid,
+                    )
+                )
+                self.next_seq += 1
+            for start in out.tool_starts:
+                session.add(
+                    ToolCall(
+                        tenant_id=self.run.tenant_id,
+                        run_id=self.run.run_id,
+                        conversation_id=self.run.conversation_id,
+                        tool_use_id=start.tool_use_id,
+                        name=start.name,
+                        input=start.input,
+                        parent_tool_use_id=start.parent_tool_use_id,
+                    )
+                )
+            await session.flush()
+            for end in out.tool_ends:
+                await session.execute(
+                    update(ToolCall)
+                    .where(
+                        ToolCall.run_id == self.run.run_id, ToolCall.tool_use_id == end.tool_use_id
+                    )
+                    .values(
+                        status="failed" if end.is_error else "succeeded",
+                        is_error=end.is_error,
+                        output_preview=end.output_preview,
+                        finished_at=func.now(),
+                    )
+                )
+
+
+async def execute_run(ctx: ExecutionContext, run_id: uuid.UUID, events: RunEventLog) -> None:
+    """The whole life of a run after it was queued. Never raises but CancelledError."""
+    started = time.monotonic()
+    state = RunState()
+    try:
+        run, conversation, model, catalog, settings, system_prompt, next_seq, title = await _begin(
+            ctx, run_id
+        )
+    except Exception as exc:  # the run could not even start: say so, and mark it failed
+        log.exception("run_start_failed", run_id=str(run_id))
+        await _fail_early(ctx, run_id, events, exc)
+        return
+    events.emit("progress", {"type": "setup", "message": "Starting the agent"})
+    if title:
+        events.emit("title", {"title": title})
+    translator = Translator(str(conversation.conversation_id))
+    recorder = RunRecorder(ctx, run, next_seq)
+    setup = RunSetup(
+        tenant_id=run.tenant_id,
+        conversation_id=str(conversation.conversation_id),
+        system_prompt=system_prompt,
+        model=ctx.provider.model_name(model),
+        max_turns=settings.max_turns,
+        bash_enabled=settings.bash_enabled,
+        resume=conversation.sdk_session_id,
+    )
+    try:
+        await _drive(ctx, setup, run, translator, recorder, events, state)
+    except asyncio.CancelledError:
+        state.cancelled = True
+        await asyncio.shield(_finish(ctx, run, model, catalog, translator, events, state, started))
+        raise
+    await _finish(ctx, run, model, catalog, translator, events, state, started)
+
+
+async def _begin(
+    ctx: ExecutionContext, run_id: uuid.UUID
+) -> tuple[
+    Run, Conversation, CatalogModel, list[CatalogModel], TenantSettings, str | None, int, str | None
+]:
+    async with ctx.sessionmaker() as session, session.begin():
+        run = await session.get_one(Run, run_id, with_for_update=True)
+        conversation = await session.get_one(
+            Conversation, run.conversation_id, with_for_update=True
+        )
+        tenant = await session.get_one(Tenant, run.tenant_id)
+        catalog = list(await session.scalars(select(CatalogModel)))
+        model = next(m for m in catalog if m.model_id == run.model_id)
+        next_seq = (
+            await session.scalar(
+                select(func.coalesce(func.max(Message.seq), 0)).where(
+                    Message.conversation_id == conversation.conversation_id
+                )
+            )
+            or 0
+        ) + 1
+        title = None
+        if conversation.title is None:
+            title = conversation.title = _title_from(run.user_input)
+        run.status = "running"
+        run.started_at = datetime.now(UTC)
+    return (
+        run,
+        conversation,
+        model,
+        catalog,
+        TenantSettings.model_validate(tenant.settings),
+        tenant.system_prompt,
+        next_seq,
+        title,
+    )
+
+
+async def _drive(
+    ctx: ExecutionContext,
+    setup: RunSetup,
+    run: Run,
+    translator: Translator,
+    recorder: RunRecorder,
+    events: RunEventLog,
+    state: RunState,
+) -> None:
+    options = build_options(
+        setup,
+        data_dir=ctx.data_dir,
+        provider=ctx.provider,
+        launcher=ctx.launcher,
+        session_store=ctx.session_store,
+        max_retries=ctx.max_retries,
+    )
+    client = ClaudeSDKClient(options)
+    try:
+        await client.connect()
+        await client.query(run.user_input)
+        async for message in client.receive_messages():
+            out = translator.translate(message)
+            for event_type, data in out.events:
+                events.emit(event_type, data)
+            await recorder.record(out)
+            _track(message, state)
+            if state.finished():
+                break
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.warning("run_agent_failed", run_id=str(run.run_id), error_type=type(exc).__name__)
+        state.failure = ("agent_error", f"The agent stopped unexpectedly: {exc}", False)
+    finally:
+        await asyncio.shield(_disconnect(client))
+
+
+async def _disconnect(client: ClaudeSDKClient) -> None:
+    try:
+        await client.disconnect()
+    except Exception:
+        log.warning("agent_disconnect_failed", exc_info=True)
+
+
+def _track(message: Any, state: RunState) -> None:
+    if isinstance(message, TaskStartedMessage):
+        state.running_tasks.add(str(message.data.get("task_id")))
+    elif isinstance(message, TaskNotificationMessage):
+        state.running_tasks.discard(str(message.data.get("task_id")))
+        state.notification_turn_pending = True
+    elif isinstance(message, ResultMessage):
+        state.result = message
+        origin: Any = message.origin or {}
+        if isinstance(origin, dict) and origin.get("kind") == "task-notification":
+            state.notification_turn_pending = False
+        if message.is_error and state.failure is None:
+            state.failure = _result_failure(message)
+        elif not message.is_error:
+            state.failure = None
+    elif isinstance(message, StreamEvent) and message.parent_tool_use_id is None:
+        event = message.event
+        if event.get("type") == "message_start":
+            msg = event.get("message", {})
+            name = str(msg.get("model", ""))
+            state.streamed[name] = state.streamed.get(name, Tokens()) + Tokens.from_api_usage(
+                {**(msg.get("usage") or {}), "output_tokens": 0}
+            )
+            state.streaming_model = name
+        elif event.get("type") == "message_delta":
+            name = state.streaming_model
+            output = int((event.get("usage") or {}).get("output_tokens") or 0)
+            state.streamed[name] = state.streamed.get(name, Tokens()) + Tokens(output_tokens=output)
+    elif isinstance(message, AssistantMessage) and message.parent_tool_use_id and message.usage:
+        # Sub-agent calls are not streamed: their start usage is all there is before a result.
+        usage = Tokens.from_api_usage(message.usage)
+        state.streamed[message.model] = state.streamed.get(message.model, Tokens()) + usage
+
+
+def _result_failure(result: ResultMessage) -> tuple[str, str, bool]:
+    detail = result.result or "; ".join(result.errors or []) or result.subtype
+    if result.api_error_status is not None:
+        error_type, recoverable = _API_ERRORS.get(result.api_error_status, ("model_error", False))
+        return (
+            error_type,
+            f"The model API failed ({result.api_error_status}): {detail}",
+            recoverable,
+        )
+    if result.subtype == "error_max_turns":
+        return "max_turns", "The run reached the tenant's turn limit", False
+    return "model_error", f"The agent could not finish: {detail}", False
+
+
+def _usage_by_model(state: RunState) -> dict[str, tuple[Tokens, dict[str, Any]]]:
+    """Exact usage from the last result (model_usage is cumulative over the process, and
+    each run has a process of its own), else what the stream showed."""
+    if state.result is not None and state.result.model_usage:
+        return {
+            name: (Tokens.from_model_usage(dict(entry)), dict(entry))
+            for name, entry in state.result.model_usage.items()
+        }
+    return {name: (tokens, {}) for name, tokens in state.streamed.items() if tokens.total_tokens}
+
+
+async def _finish(
+    ctx: ExecutionContext,
+    run: Run,
+    model: CatalogModel,
+    catalog: list[CatalogModel],
+    translator: Translator,
+    events: RunEventLog,
+    state: RunState,
+    started: float,
+) -> None:
+    duration_ms = int((time.monotonic() - started) * 1000)
+    if state.cancelled:
+        status, run_status = "cancelled", "cancelled"
+    elif state.failure is not None or state.result is None:
+        status, run_status = "error", "failed"
+        if state.failure is None:
+            state.failure = ("agent_error", "The agent ended without a result", False)
+    else:
+        status, run_status = "success", "succeeded"
+    if state.failure is not None and not state.cancelled:
+        error_type, message, recoverable = state.failure
+        events.emit(
+            "error", {"error_type": error_type, "message": message, "recoverable": recoverable}
+        )
+
+    total, cost = Tokens(), Decimal(0)
+    usage_rows = []
+    for provider_model, (tokens, entry) in _usage_by_model(state).items():
+        priced_as = catalog_match(provider_model, entry, catalog) or model
+        row_cost = tokens.cost(priced_as)
+        total, cost = total + tokens, cost + row_cost
+        usage_rows.append(
+            UsageRecord(
+                tenant_id=run.tenant_id,
+                user_id=run.user_id,
+                conversation_id=run.conversation_id,
+                run_id=run.run_id,
+                model_id=priced_as.model_id,
+                provider_model=provider_model,
+                cost_usd=row_cost,
+                **{k: v for k, v in tokens.as_dict().items() if k != "total_tokens"},
+            )
+        )
+    result_text = (
+        state.result.result if state.result is not None and not state.result.is_error else None
+    )
+    session_id = translator.session_id
+    turns = state.result.num_turns if state.result is not None else 0
+    try:
+        async with ctx.sessionmaker() as session, session.begin():
+            session.add_all(usage_rows)
+            if result_text:
+                seq = await session.scalar(
+                    select(func.coalesce(func.max(Message.seq), 0)).where(
+                        Message.conversation_id == run.conversation_id
+                    )
+                )
+                session.add(
+                    Message(
+                        tenant_id=run.tenant_id,
+                        conversation_id=run.conversation_id,
+                        run_id=run.run_id,
+                        seq=(seq or 0) + 1,
+                        role="result",
+                        content=[{"type": "text", "text": result_text}],
+                    )
+                )
+            await session.execute(
+                update(Run)
+                .where(Run.run_id == run.run_id)
+                .values(
+                    status=run_status,
+                    finished_at=func.now(),
+                    duration_ms=duration_ms,
+                    session_id=session_id,
+                    result=result_text,
+                    num_turns=turns,
+                    error_type=state.failure[0] if state.failure and not state.cancelled else None,
+                    error=state.failure[1] if state.failure and not state.cancelled else None,
+                    cost_usd=cost,
+                    **{k: v for k, v in total.as_dict().items() if k != "total_tokens"},
+                )
+            )
+            if session_id:
+                await session.execute(
+                    update(Conversation)
+                    .where(Conversation.conversation_id == run.conversation_id)
+                    .values(sdk_session_id=session_id)
+                )
+    except Exception:
+        log.exception("run_finish_failed", run_id=str(run.run_id))
+        events.emit(
+            "error",
+            {
+                "error_type": "storage_error",
+                "message": "The run's records could not be saved",
+                "recoverable": False,
+            },
+        )
+        status = "error"
+    context = translator.context_tokens
+    percent = round(100 * context / model.context_window, 1) if model.context_window else 0.0
+    events.emit(
+        "context_status",
+        {
+            "current_context_tokens": context,
+            "max_context_tokens": model.context_window,
+            "usage_percent": percent,
+            "warning_level": "critical" if percent >= 90 else "warning" if percent >= 70 else "ok",
+        },
+    )
+    events.emit(
+        "done",
+        {
+            "status": status,
+            "result": result_text,
+            "usage": total.as_dict(),
+            "cost_usd": str(cost.quantize(Decimal("0.000001"))),
+            "turn_count": turns,
+            "duration_ms": duration_ms,
+            "session_id": session_id,
+        },
+    )
+    await events.close()
+
+
+async def _fail_early(
+    ctx: ExecutionContext, run_id: uuid.UUID, events: RunEventLog, exc: Exception
+) -> None:
+    message = "The run could not start"
+    try:
+        async with ctx.sessionmaker() as session, session.begin():
+            await session.execute(
+                update(Run)
+                .where(Run.run_id == run_id)
+                .values(
+                    status="failed", finished_at=func.now(), error_type="start_error", error=message
+                )
+            )
+    except Exception:
+        log.exception("run_fail_record_failed", run_id=str(run_id))
+    events.emit("error", {"error_type": "start_error", "message": message, "recoverable": False})
+    zero = Tokens()
+    events.emit(
+        "done",
+        {
+            "status": "error",
+            "result": None,
+            "usage": zero.as_dict(),
+            "cost_usd": "0.000000",
+            "turn_count": 0,
+            "duration_ms": 0,
+            "session_id": None,
+        },
+    )
+    await events.close()

@@ -1,0 +1,90 @@
+"""Token usage of a run, and its cost from the catalog's prices (Decimal, never float)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
+from decimal import Decimal
+from typing import Any
+
+from app.models import CatalogModel
+
+PER_MILLION = Decimal(1_000_000)
+
+
+@dataclass(frozen=True)
+class Tokens:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_5m_tokens: int = 0
+    cache_creation_1h_tokens: int = 0
+    cache_read_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return sum(getattr(self, f.name) for f in fields(self))
+
+    def __add__(self, other: Tokens) -> Tokens:
+        return Tokens(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+
+    def __sub__(self, other: Tokens) -> Tokens:
+        return Tokens(*(getattr(self, f.name) - getattr(other, f.name) for f in fields(self)))
+
+    def cost(self, model: CatalogModel) -> Decimal:
+        return (
+            self.input_tokens * model.price_input
+            + self.output_tokens * model.price_output
+            + self.cache_creation_5m_tokens * model.price_cache_write_5m
+            + self.cache_creation_1h_tokens * model.price_cache_write_1h
+            + self.cache_read_tokens * model.price_cache_read
+        ) / PER_MILLION
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            **{f.name: getattr(self, f.name) for f in fields(self)},
+            "total_tokens": self.total_tokens,
+        }
+
+    @classmethod
+    def from_model_usage(cls, entry: dict[str, Any]) -> Tokens:
+        """One entry of ResultMessage.model_usage (camelCase, cumulative per process)."""
+        five = int(entry.get("cacheCreationEphemeral5mInputTokens") or 0)
+        hour = int(entry.get("cacheCreationEphemeral1hInputTokens") or 0)
+        total_creation = int(entry.get("cacheCreationInputTokens") or 0)
+        if five + hour < total_creation:  # no split reported: count the rest as 5-minute writes
+            five = total_creation - hour
+        return cls(
+            int(entry.get("inputTokens") or 0),
+            int(entry.get("outputTokens") or 0),
+            five,
+            hour,
+            int(entry.get("cacheReadInputTokens") or 0),
+        )
+
+    @classmethod
+    def from_api_usage(cls, usage: dict[str, Any]) -> Tokens:
+        """A Messages API usage object (message_start / message_delta)."""
+        split = usage.get("cache_creation") or {}
+        five = int(split.get("ephemeral_5m_input_tokens") or 0)
+        hour = int(split.get("ephemeral_1h_input_tokens") or 0)
+        total_creation = int(usage.get("cache_creation_input_tokens") or 0)
+        if five + hour < total_creation:
+            five = total_creation - hour
+        return cls(
+            int(usage.get("input_tokens") or 0),
+            int(usage.get("output_tokens") or 0),
+            five,
+            hour,
+            int(usage.get("cache_read_input_tokens") or 0),
+        )
+
+
+def catalog_match(
+    provider_model: str, entry: dict[str, Any], catalog: Iterable[CatalogModel]
+) -> CatalogModel | None:
+    """The catalog model a provider's model name (or the CLI's canonical name) is."""
+    names = {provider_model, str(entry.get("canonicalModel") or "")}
+    for model in catalog:
+        if names & {model.model_id, model.anthropic_model_id, model.bedrock_model_id}:
+            return model
+    return None

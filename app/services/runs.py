@@ -1,0 +1,93 @@
+"""Agent runs as the API sees them: starting one on a conversation, and reading it."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import ConflictError, UnprocessableError
+from app.models import Message, Run
+from app.models.run import ACTIVE_RUN_STATUSES
+from app.schemas.runs import StreamRequest
+from app.services.conversations import get_conversation
+from app.services.integrity import flush_mapping_violations
+from app.services.models import require_model
+from app.services.scope import TenantScope
+
+
+def _in_progress(run_id: uuid.UUID | None) -> ConflictError:
+    return ConflictError(
+        "A run is already in progress on this conversation",
+        code="RUN_IN_PROGRESS",
+        details=[{"run_id": str(run_id)}] if run_id else [],
+    )
+
+
+async def queue_run(
+    session: AsyncSession,
+    scope: TenantScope,
+    conversation_id: uuid.UUID,
+    body: StreamRequest,
+    header_user_id: str | None,
+    *,
+    max_input_chars: int,
+) -> Run:
+    """Queue a run and record the user's message; the caller commits, then starts it."""
+    if not body.user_input.strip():
+        raise UnprocessableError("user_input must not be blank")
+    if len(body.user_input) > max_input_chars:
+        raise UnprocessableError(
+            f"user_input is longer than {max_input_chars} characters", code="INPUT_TOO_LONG"
+        )
+    conversation = await get_conversation(session, scope, conversation_id, for_update=True)
+    if conversation.status == "archived":
+        raise ConflictError("The conversation is archived", code="CONVERSATION_ARCHIVED")
+    await require_model(session, conversation.model_id)
+    active = await session.scalar(
+        select(Run.run_id).where(
+            Run.conversation_id == conversation_id, Run.status.in_(ACTIVE_RUN_STATUSES)
+        )
+    )
+    if active is not None:
+        raise _in_progress(active)
+    executor = body.executor.model_dump(exclude_none=True) if body.executor else None
+    run = Run(
+        tenant_id=scope.tenant_id,
+        conversation_id=conversation_id,
+        user_id=(body.executor.user_id if body.executor else None)
+        or header_user_id
+        or conversation.user_id,
+        model_id=conversation.model_id,
+        user_input=body.user_input,
+        executor=executor,
+        preferred_skills=body.preferred_skills or None,
+        token_names=sorted(body.tokens) or None,
+    )
+    session.add(run)
+    await flush_mapping_violations(
+        session, {"uq_runs_one_active_per_conversation": lambda: _in_progress(None)}
+    )
+    seq = await session.scalar(
+        select(func.coalesce(func.max(Message.seq), 0)).where(
+            Message.conversation_id == conversation_id
+        )
+    )
+    session.add(
+        Message(
+            tenant_id=scope.tenant_id,
+            conversation_id=conversation_id,
+            run_id=run.run_id,
+            seq=(seq or 0) + 1,
+            role="user",
+            content=[{"type": "text", "text": body.user_input}],
+        )
+    )
+    conversation.updated_at = func.now()
+    await session.flush()
+    return run
+
+
+async def get_run(session: AsyncSession, scope: TenantScope, run_id: uuid.UUID) -> Run:
+    return await scope.get(session, Run, Run.run_id, run_id, resource="Run")

@@ -42,6 +42,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if settings.provider is ModelProvider.OFFLINE:
         offline_model = OfflineModelServer()
         await asyncio.to_thread(offline_model.start)
+    app.state.offline_model = offline_model
     provider = resolve_provider(
         settings, offline_model.url if offline_model else None, dict(os.environ)
     )

@@ -32,13 +32,22 @@ class Stream:
 
 
 async def stream_turn(
-    client: httpx.AsyncClient, tenant: TenantFixture, conversation_id: str, user_input: str, **body: Any
+    client: httpx.AsyncClient,
+    tenant: TenantFixture,
+    conversation_id: str,
+    user_input: str,
+    **body: Any,
 ) -> Stream:
     url = tenant.url(f"/conversations/{conversation_id}/stream")
     events: list[tuple[str, dict[str, Any]]] = []
     ids: list[str] = []
     async with aconnect_sse(
-        client, "POST", url, json={"user_input": user_input, **body}, headers=tenant.headers, timeout=120
+        client,
+        "POST",
+        url,
+        json={"user_input": user_input, **body},
+        headers=tenant.headers,
+        timeout=120,
     ) as source:
         if source.response.status_code != 200:
             await source.response.aread()

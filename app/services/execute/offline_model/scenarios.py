@@ -14,6 +14,8 @@ from typing import Any
 SCENARIO_MARKER = re.compile(r"scenario:([a-z0-9-]+)(?::([A-Za-z0-9_.-]+))?")
 WORKDIR = re.compile(r"Primary working directory: (\S+)")
 OFFLINE_LABEL = "[offline model]"
+# Outside any workspace: the `escape` scenario tries to write here.
+ESCAPE_PATH = "/tmp/cmab-escaped.md"  # noqa: S108
 
 SCENARIOS: dict[str, str] = {
     "echo": "the default: a short streamed answer repeating the request",
@@ -26,6 +28,8 @@ SCENARIOS: dict[str, str] = {
     "cache": "a plain answer whose usage includes cache writes (5m and 1h) and reads",
     "error": "the API fails with the status given (scenario:error:429 | 500 | 529)",
     "drop": "the stream starts, then the connection drops mid-answer",
+    "escape": "a Write outside the workspace (the permission policy must refuse it)",
+    "bash": "a Bash call that prints the agent's environment (`env`)",
 }
 
 
@@ -189,6 +193,14 @@ def plan_reply(request: dict[str, Any]) -> Reply:
         return Reply((Text(words(f"{OFFLINE_LABEL} Answered from cache.")),), usage)
     if name == "error":
         return Reply(failure=int(arg) if arg and arg.isdigit() else 500)
+    if name == "escape":
+        return Reply(
+            (ToolUse(_tool_id(request, 0), "Write", {"file_path": ESCAPE_PATH, "content": "x"}),)
+        )
+    if name == "bash":
+        return Reply(
+            (ToolUse(_tool_id(request, 0), "Bash", {"command": "env", "description": "Print env"}),)
+        )
     if name == "drop":
         return Reply(
             (Text(words(f"{OFFLINE_LABEL} This answer will be cut off here")),), failure="drop"

@@ -32,6 +32,11 @@ class DroppedStream(Exception):
     """Raised inside a response body to cut the connection mid-stream."""
 
 
+async def _dropped() -> AsyncIterator[bytes]:
+    raise DroppedStream
+    yield b""  # pragma: no cover (makes this an async generator)
+
+
 def _estimate_tokens(body: dict[str, Any]) -> int:
     return max(1, len(str(body.get("messages", ""))) // 4)
 
@@ -67,6 +72,8 @@ def create_app(
             }
             return JSONResponse(error, status_code=reply.failure, headers={"retry-after": "0"})
         if not body.get("stream"):
+            if reply.failure == "drop":  # the CLI's non-streaming fallback drops too
+                return StreamingResponse(_dropped())
             return JSONResponse(wire.message(reply, model))
 
         async def body_bytes() -> AsyncIterator[bytes]:
@@ -95,6 +102,8 @@ def create_app(
                 },
             )
         if not streaming:
+            if reply.failure == "drop":
+                return StreamingResponse(_dropped())
             return JSONResponse(wire.message(reply, model))
 
         async def frames() -> AsyncIterator[bytes]:

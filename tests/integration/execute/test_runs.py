@@ -1,0 +1,373 @@
+"""Agent runs end to end: the real SDK and its bundled CLI, driven through the API,
+against the scripted model server, in the Anthropic and the Bedrock wire formats."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from sqlalchemy import text
+
+from app.services.execute.offline_model.scenarios import ESCAPE_PATH
+from app.services.execute.options import workspace_dir
+from tests.conftest import ADMIN, TenantFixture, assert_error
+from tests.integration.execute.streams import Stream, new_conversation, stream_turn
+
+
+async def _rows(app: FastAPI, sql: str, **params: Any) -> list[dict[str, Any]]:
+    async with app.state.engine.connect() as conn:
+        return [dict(r._mapping) for r in await conn.execute(text(sql), params)]
+
+
+def _run_id(stream: Stream) -> str:
+    return str(stream.done["run_id"])
+
+
+def assert_well_formed(stream: Stream) -> None:
+    """seq 1, 2, 3…, ids equal to seq, run_id and timestamp everywhere, `done` last."""
+    assert stream.status_code == 200, stream.events
+    assert [data["seq"] for _, data in stream.events] == list(range(1, len(stream.events) + 1))
+    assert stream.ids == [str(n) for n in range(1, len(stream.events) + 1)]
+    assert len({data["run_id"] for _, data in stream.events}) == 1
+    assert all(data["timestamp"] for _, data in stream.events)
+    assert [e for e, _ in stream.events].count("done") == 1
+    assert stream.events[-1][0] == "done"
+
+
+async def test_plain_answer(client: httpx.AsyncClient, app: FastAPI, tenant: TenantFixture) -> None:
+    cid = await new_conversation(client, tenant)
+    stream = await stream_turn(client, tenant, cid, "Hello there, agent")
+    assert_well_formed(stream)
+    kinds = [e for e, _ in stream.events]
+    assert kinds[0] == "progress" and stream.events[0][1]["type"] == "setup"
+    assert kinds.index("init") < kinds.index("text_delta") < kinds.index("assistant")
+    assert kinds[-2:] == ["context_status", "done"]
+    init = stream.of("init")[0]
+    assert init["conversation_id"] == cid and init["session_id"] and "Write" in init["tools"]
+    assert len(stream.of("text_delta")) > 3
+    assert stream.text == "[offline model] You said: Hello there, agent"
+    assert stream.of("title") == [{**stream.of("title")[0], "title": "Hello there, agent"}]
+    done = stream.done
+    assert done["status"] == "success" and done["result"] == stream.text
+    assert done["usage"] == {
+        "input_tokens": 100,
+        "output_tokens": 20,
+        "cache_creation_5m_tokens": 0,
+        "cache_creation_1h_tokens": 0,
+        "cache_read_tokens": 0,
+        "total_tokens": 120,
+    }
+    # Claude Sonnet 4.5: 100 x $3 + 20 x $15 per million tokens.
+    assert done["cost_usd"] == "0.000600"
+    context = stream.of("context_status")[0]
+    assert context["current_context_tokens"] == 100 and context["max_context_tokens"] == 200000
+
+    run = (await client.get(tenant.url(f"/runs/{_run_id(stream)}"), headers=tenant.headers)).json()
+    assert run["status"] == "succeeded" and run["cost_usd"] == "0.000600"
+    assert run["usage"]["total_tokens"] == 120 and run["session_id"] == done["session_id"]
+    assert run["num_turns"] == 1 and run["finished_at"] and run["error"] is None
+    messages = (
+        await client.get(tenant.url(f"/conversations/{cid}/messages"), headers=tenant.headers)
+    ).json()
+    assert [m["role"] for m in messages["items"]] == ["user", "assistant", "result"]
+    assert messages["items"][0]["content"] == [{"type": "text", "text": "Hello there, agent"}]
+    assert all(m["run_id"] == run["run_id"] for m in messages["items"])
+    conversation = (
+        await client.get(tenant.url(f"/conversations/{cid}"), headers=tenant.headers)
+    ).json()
+    assert conversation["title"] == "Hello there, agent"
+    persisted = await _rows(
+        app, "SELECT seq, type FROM run_events WHERE run_id = :r ORDER BY seq", r=run["run_id"]
+    )
+    assert [(r["seq"], r["type"]) for r in persisted] == [(d["seq"], e) for e, d in stream.events]
+    transcript = await _rows(
+        app,
+        "SELECT count(*) AS n FROM sdk_session_entries WHERE session_id = :s",
+        s=done["session_id"],
+    )
+    assert transcript[0]["n"] > 0
+
+
+async def test_tool_call(
+    client: httpx.AsyncClient, app: FastAPI, tenant: TenantFixture, tmp_path: Path
+) -> None:
+    cid = await new_conversation(client, tenant)
+    stream = await stream_turn(client, tenant, cid, "Take notes scenario:tool")
+    assert_well_formed(stream)
+    (call,) = stream.of("tool_call")
+    assert call["tool_name"] == "Write" and call["input"]["file_path"].endswith("/notes.md")
+    (result,) = stream.of("tool_result")
+    assert result["tool_use_id"] == call["tool_use_id"] and result["tool_name"] == "Write"
+    assert result["is_error"] is False and "notes.md" in result["content"]
+    assert stream.done["status"] == "success"
+    workspace = workspace_dir(tmp_path / "data", tenant.tenant_id, cid)
+    assert (workspace / "notes.md").read_text() == "Notes from the offline model.\n"
+    (row,) = await _rows(app, "SELECT * FROM tool_calls WHERE run_id = :r", r=_run_id(stream))
+    assert row["tool_use_id"] == call["tool_use_id"] and row["status"] == "succeeded"
+    assert row["finished_at"] >= row["started_at"] and "notes.md" in row["output_preview"]
+    roles = [
+        r["role"]
+        for r in await _rows(
+            app, "SELECT role FROM messages WHERE conversation_id = :c ORDER BY seq", c=cid
+        )
+    ]
+    assert roles == ["user", "assistant", "tool_result", "assistant", "result"]
+    # Two model calls of 100 in / 20 out.
+    assert (
+        stream.done["usage"]["input_tokens"] == 200 and stream.done["usage"]["output_tokens"] == 40
+    )
+
+
+async def test_parallel_tool_calls(
+    client: httpx.AsyncClient, tenant: TenantFixture, tmp_path: Path
+) -> None:
+    cid = await new_conversation(client, tenant)
+    stream = await stream_turn(client, tenant, cid, "scenario:parallel")
+    assert_well_formed(stream)
+    kinds = [e for e, _ in stream.events]
+    calls = [i for i, k in enumerate(kinds) if k == "tool_call"]
+    results = [i for i, k in enumerate(kinds) if k == "tool_result"]
+    assert len(calls) == 2 and len(results) == 2 and max(calls) < min(results)
+    assert {r["tool_use_id"] for r in stream.of("tool_result")} == {
+        c["tool_use_id"] for c in stream.of("tool_call")
+    }
+    workspace = workspace_dir(tmp_path / "data", tenant.tenant_id, cid)
+    assert (workspace / "alpha.md").exists() and (workspace / "beta.md").exists()
+
+
+async def test_subagent(client: httpx.AsyncClient, app: FastAPI, tenant: TenantFixture) -> None:
+    cid = await new_conversation(client, tenant)
+    stream = await stream_turn(client, tenant, cid, "scenario:subagent")
+    assert_well_formed(stream)
+    (call,) = [c for c in stream.of("tool_call") if c["tool_name"] == "Agent"]
+    agent_id = call["tool_use_id"]
+    (start,) = stream.of("subagent_start")
+    (end,) = stream.of("subagent_end")
+    assert start["agent_id"] == end["agent_id"] == agent_id
+    assert start["agent_type"] == "general-purpose" and end["status"] == "completed"
+    sub_messages = [a for a in stream.of("assistant") if a.get("parent_agent_id") == agent_id]
+    assert sub_messages and "Sub-agent report" in sub_messages[0]["content_blocks"][0]["text"]
+    # The run waited for the turn the task notification started, and its answer is the result.
+    assert stream.done["status"] == "success"
+    assert stream.done["result"] == "[offline model] The background task has finished."
+    rows = await _rows(
+        app,
+        "SELECT parent_tool_use_id FROM messages WHERE run_id = :r AND parent_tool_use_id IS NOT NULL",
+        r=_run_id(stream),
+    )
+    assert rows and all(r["parent_tool_use_id"] == agent_id for r in rows)
+    # Four model calls (main, sub-agent, main, notification turn), 100 in / 20 out each.
+    assert (
+        stream.done["usage"]["input_tokens"] == 400 and stream.done["usage"]["output_tokens"] == 80
+    )
+
+    # Nothing of that run leaks into the next one.
+    second = await stream_turn(client, tenant, cid, "And now?")
+    assert_well_formed(second)
+    assert not second.of("subagent_end") and not second.of("subagent_start")
+    assert second.text == "[offline model] You said: And now?"
+    assert second.done["usage"]["input_tokens"] == 100
+
+
+async def test_cache_usage_and_cost_by_hand(
+    client: httpx.AsyncClient, app: FastAPI, tenant: TenantFixture
+) -> None:
+    cid = await new_conversation(client, tenant)
+    stream = await stream_turn(client, tenant, cid, "scenario:cache")
+    assert_well_formed(stream)
+    usage = stream.done["usage"]
+    assert (usage["input_tokens"], usage["output_tokens"]) == (1000, 500)
+    assert (
+        usage["cache_creation_5m_tokens"],
+        usage["cache_creation_1h_tokens"],
+        usage["cache_read_tokens"],
+    ) == (2000, 1000, 3000)
+    # Sonnet 4.5 per million: 1000 x $3 + 500 x $15 + 2000 x $3.75 + 1000 x $6 + 3000 x $0.30
+    # = 3000 + 7500 + 7500 + 6000 + 900 = 24,900 millionths of a dollar.
+    assert stream.done["cost_usd"] == "0.024900"
+    (row,) = await _rows(app, "SELECT * FROM usage_records WHERE run_id = :r", r=_run_id(stream))
+    assert row["model_id"] == "claude-sonnet-4-5" and row["cost_usd"] == Decimal("0.024900")
+    assert row["cache_creation_1h_tokens"] == 1000 and row["tenant_id"] == tenant.tenant_id
+
+
+async def test_second_turn_resumes_the_session(
+    client: httpx.AsyncClient, app: FastAPI, tenant: TenantFixture
+) -> None:
+    cid = await new_conversation(client, tenant)
+    first = await stream_turn(client, tenant, cid, "Remember the word pelican")
+    second = await stream_turn(client, tenant, cid, "What was the word?")
+    assert second.done["status"] == "success"
+    assert second.done["session_id"] == first.done["session_id"]
+    last_request = app.state.offline_model.requests[-1]["body"]
+    history = str(last_request["messages"])
+    assert (
+        "Remember the word pelican" in history and "You said: Remember the word pelican" in history
+    )
+    messages = (
+        await client.get(tenant.url(f"/conversations/{cid}/messages"), headers=tenant.headers)
+    ).json()
+    assert [m["seq"] for m in messages["items"]] == list(range(1, 7))
+
+
+async def test_model_failures_end_the_run_cleanly(
+    client: httpx.AsyncClient, tenant: TenantFixture
+) -> None:
+    expected = {
+        "error:429": ("rate_limited", True),
+        "error:529": ("overloaded", True),
+        "error:500": ("model_error", False),
+    }
+    for scenario, (error_type, recoverable) in expected.items():
+        cid = await new_conversation(client, tenant)
+        stream = await stream_turn(client, tenant, cid, f"scenario:{scenario}")
+        assert_well_formed(stream)
+        (error,) = stream.of("error")
+        assert error["error_type"] == error_type and error["recoverable"] is recoverable, error
+        assert stream.done["status"] == "error"
+        run = (
+            await client.get(tenant.url(f"/runs/{_run_id(stream)}"), headers=tenant.headers)
+        ).json()
+        assert run["status"] == "failed" and run["error_type"] == error_type and run["error"]
+        messages = (
+            await client.get(tenant.url(f"/conversations/{cid}/messages"), headers=tenant.headers)
+        ).json()
+        assert messages["items"][0]["role"] == "user"
+
+
+async def test_dropped_stream(client: httpx.AsyncClient, tenant: TenantFixture) -> None:
+    cid = await new_conversation(client, tenant)
+    stream = await stream_turn(client, tenant, cid, "scenario:drop")
+    assert_well_formed(stream)
+    assert stream.done["status"] == "error" and stream.of("error")
+    run = (await client.get(tenant.url(f"/runs/{_run_id(stream)}"), headers=tenant.headers)).json()
+    assert run["status"] == "failed"
+
+
+async def test_file_tools_stay_in_the_workspace(
+    client: httpx.AsyncClient, tenant: TenantFixture
+) -> None:
+    cid = await new_conversation(client, tenant)
+    stream = await stream_turn(client, tenant, cid, "scenario:escape")
+    (result,) = stream.of("tool_result")
+    assert result["is_error"] is True and "workspace" in result["content"]
+    assert not await asyncio.to_thread(Path(ESCAPE_PATH).exists)
+
+
+async def test_bash_is_off_unless_enabled_and_sees_no_secrets(
+    client: httpx.AsyncClient, tenant: TenantFixture
+) -> None:
+    cid = await new_conversation(client, tenant)
+    refused = await stream_turn(client, tenant, cid, "scenario:bash")
+    (result,) = refused.of("tool_result")
+    assert result["is_error"] is True and "disabled" in result["content"]
+
+    await client.put(tenant.url(), json={"settings": {"bash_enabled": True}}, headers=ADMIN)
+    allowed = await stream_turn(client, tenant, cid, "scenario:bash")
+    (result,) = allowed.of("tool_result")
+    assert result["is_error"] is False and "CLAUDE_CONFIG_DIR=" in result["content"]
+    for secret in (
+        "DATABASE_URL",
+        "ADMIN_API_KEYS",
+        "SECRET_KEY",
+        ADMIN["X-API-Key"],
+        "postgresql",
+    ):
+        assert secret not in result["content"]
+
+
+async def test_bad_input(
+    client: httpx.AsyncClient, app: FastAPI, tenant: TenantFixture, other_tenant: TenantFixture
+) -> None:
+    cid = await new_conversation(client, tenant)
+    url = tenant.url(f"/conversations/{cid}/stream")
+    for body in (
+        {"user_input": ""},
+        {"user_input": "   "},
+        {},
+        {"user_input": "x", "tokens": {"bad name": "v"}},
+    ):
+        assert_error(await client.post(url, json=body, headers=tenant.headers), 422)
+    too_long = "x" * (app.state.settings.max_user_input_chars + 1)
+    assert_error(
+        await client.post(url, json={"user_input": too_long}, headers=tenant.headers),
+        422,
+        "INPUT_TOO_LONG",
+    )
+    assert_error(
+        await client.post(
+            other_tenant.url(f"/conversations/{cid}/stream"),
+            json={"user_input": "hi"},
+            headers=other_tenant.headers,
+        ),
+        404,
+    )
+    assert_error(
+        await client.post(
+            tenant.url(f"/conversations/{uuid.uuid4()}/stream"),
+            json={"user_input": "hi"},
+            headers=tenant.headers,
+        ),
+        404,
+    )
+
+    await client.post(tenant.url(f"/conversations/{cid}/archive"), headers=tenant.headers)
+    assert_error(
+        await client.post(url, json={"user_input": "hi"}, headers=tenant.headers),
+        409,
+        "CONVERSATION_ARCHIVED",
+    )
+
+    deprecated = await new_conversation(client, tenant, model_id="claude-haiku-4-5")
+    await client.patch(
+        "/api/models/claude-haiku-4-5/status", json={"status": "deprecated"}, headers=ADMIN
+    )
+    response = await client.post(
+        tenant.url(f"/conversations/{deprecated}/stream"),
+        json={"user_input": "hi"},
+        headers=tenant.headers,
+    )
+    assert_error(response, 422, "MODEL_DEPRECATED")
+    assert (await _rows(app, "SELECT count(*) AS n FROM runs"))[0]["n"] == 0
+
+
+async def test_one_run_at_a_time_per_conversation(
+    client: httpx.AsyncClient, tenant: TenantFixture
+) -> None:
+    cid = await new_conversation(client, tenant)
+    first = asyncio.create_task(stream_turn(client, tenant, cid, "scenario:slow:300"))
+    for _ in range(200):
+        runs = await client.get(
+            tenant.url(f"/conversations/{cid}/messages"), headers=tenant.headers
+        )
+        if runs.json()["total"]:
+            break
+        await asyncio.sleep(0.05)
+    second = await client.post(
+        tenant.url(f"/conversations/{cid}/stream"),
+        json={"user_input": "me too"},
+        headers=tenant.headers,
+    )
+    error = assert_error(second, 409, "RUN_IN_PROGRESS")
+    stream = await first
+    assert error["details"] == [{"run_id": _run_id(stream)}]
+    assert stream.done["status"] == "success"
+
+
+async def test_other_tenants_runs_are_404(
+    client: httpx.AsyncClient, tenant: TenantFixture, other_tenant: TenantFixture
+) -> None:
+    cid = await new_conversation(client, tenant)
+    stream = await stream_turn(client, tenant, cid, "hi")
+    run_id = _run_id(stream)
+    assert_error(
+        await client.get(other_tenant.url(f"/runs/{run_id}"), headers=other_tenant.headers), 404
+    )
+    assert_error(await client.get(tenant.url(f"/runs/{run_id}"), headers=other_tenant.headers), 404)
+    assert (
+        await client.get(tenant.url(f"/runs/{run_id}"), headers=tenant.headers)
+    ).status_code == 200

@@ -22,6 +22,8 @@ TENANT_SCOPED: list[tuple[str, str, dict[str, Any] | None]] = [
     ("DELETE", "/conversations/{conversation_id}", None),
     ("POST", "/conversations/{conversation_id}/archive", None),
     ("GET", "/conversations/{conversation_id}/messages", None),
+    ("POST", "/conversations/{conversation_id}/stream", {"user_input": "leak it"}),
+    ("GET", "/runs/{run_id}", None),
 ]
 # Admin-only routes: a tenant key gets 403 whatever the tenant, existing or not.
 ADMIN_ONLY: list[tuple[str, str, dict[str, Any] | None]] = [
@@ -35,7 +37,17 @@ ADMIN_ONLY: list[tuple[str, str, dict[str, Any] | None]] = [
 
 
 async def _snapshot(app: FastAPI, tenant_id: str) -> dict[str, list[str]]:
-    tables = ("tenants", "api_keys", "conversations", "conversation_counts", "messages")
+    tables = (
+        "tenants",
+        "api_keys",
+        "conversations",
+        "conversation_counts",
+        "messages",
+        "runs",
+        "run_events",
+        "tool_calls",
+        "usage_records",
+    )
     async with app.state.engine.connect() as conn:
         return {
             table: sorted(
@@ -63,7 +75,25 @@ async def _seed(client: httpx.AsyncClient, app: FastAPI, tenant: TenantFixture) 
             ),
             {"t": tenant.tenant_id, "c": cid},
         )
-    return {"conversation_id": cid, "key_id": tenant.key_id}
+    async with app.state.engine.begin() as conn:
+        run_id = await conn.scalar(
+            text(
+                "INSERT INTO runs (run_id, tenant_id, conversation_id, model_id, status, user_input,"
+                " input_tokens, output_tokens, cache_creation_5m_tokens, cache_creation_1h_tokens,"
+                " cache_read_tokens, cost_usd, num_turns)"
+                " VALUES (gen_random_uuid(), :t, :c, 'claude-sonnet-4-5', 'succeeded', 'secret',"
+                " 1, 1, 0, 0, 0, 0.1, 1) RETURNING run_id"
+            ),
+            {"t": tenant.tenant_id, "c": cid},
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO run_events (run_id, seq, tenant_id, type, data)"
+                " VALUES (:r, 1, :t, 'done', '{}')"
+            ),
+            {"r": run_id, "t": tenant.tenant_id},
+        )
+    return {"conversation_id": cid, "key_id": tenant.key_id, "run_id": str(run_id)}
 
 
 async def test_matrix_names_every_tenant_route(app: FastAPI) -> None:
@@ -82,7 +112,10 @@ async def test_other_tenants_key_gets_404_and_changes_nothing(
 ) -> None:
     ids = await _seed(client, app, tenant)
     before = await _snapshot(app, tenant.tenant_id)
-    assert all(before.values())
+    assert all(
+        before[t]
+        for t in ("tenants", "api_keys", "conversations", "messages", "runs", "run_events")
+    )
 
     for method, path, body in TENANT_SCOPED:
         url = tenant.url(path.format(**ids))
@@ -91,7 +124,7 @@ async def test_other_tenants_key_gets_404_and_changes_nothing(
 
     # Tenant B's own routes with tenant A's ids: also nothing.
     for method, path, body in TENANT_SCOPED:
-        if "{conversation_id}" not in path:
+        if "{conversation_id}" not in path and "{run_id}" not in path:
             continue
         url = other_tenant.url(path.format(**ids))
         response = await client.request(method, url, json=body, headers=other_tenant.headers)

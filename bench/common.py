@@ -50,6 +50,7 @@ async def serve_in_process(url: URL, data_dir: Path) -> AsyncIterator[httpx.Asyn
         secret_key=SecretStr("bench"),
         data_dir=data_dir,
         log_level="WARNING",
+        model_provider="offline",
     )
     app = create_app(settings)
     async with app.router.lifespan_context(app):

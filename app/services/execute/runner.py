@@ -225,7 +225,8 @@ async def _drive(
             out = translator.translate(message)
             for event_type, data in out.events:
                 events.emit(event_type, data)
-            await recorder.record(out)
+            if out.messages or out.tool_starts or out.tool_ends:
+                await recorder.record(out)
             _track(message, state)
             if state.finished():
                 break

@@ -1,0 +1,203 @@
+"""Agent runs through the service against the bare SDK, both driving the same scripted
+model server, measured in the same run:
+
+- time to the first text event (a cold turn: CLI start included)   target ratio <= 1.10
+- text events delivered per second for a 5,000-chunk answer       target ratio >= 0.80
+
+The service runs as its own process (`python -m app`, real HTTP and SSE); the bare SDK
+runs in this process. Run: `uv run python -m bench.runs`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from claude_agent_sdk import ClaudeAgentOptions, ClaudeSDKClient, StreamEvent
+from claude_agent_sdk.types import PermissionResultAllow, ToolPermissionContext
+from httpx_sse import aconnect_sse
+
+from app.services.execute.offline_model import OfflineModelServer
+from bench.common import ADMIN_KEY, PROJECT_ROOT, fresh_database, server_url
+from tests.integration.live_server import free_port
+
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
+CHUNKS = int(os.environ.get("BENCH_CHUNKS", "5000"))
+MODEL = "claude-sonnet-4-5-20250929"
+
+
+async def _allow(_: str, __: dict[str, Any], ___: ToolPermissionContext) -> PermissionResultAllow:
+    return PermissionResultAllow()
+
+
+async def bare_turn(model_url: str, workdir: Path, prompt: str) -> tuple[float, int, float]:
+    """(seconds to the first text delta, text deltas, seconds from first to last delta)."""
+    options = ClaudeAgentOptions(
+        model=MODEL,
+        cwd=str(workdir),
+        can_use_tool=_allow,
+        include_partial_messages=True,
+        setting_sources=[],
+        env={
+            "ANTHROPIC_BASE_URL": model_url,
+            "ANTHROPIC_API_KEY": "offline",
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+            "CLAUDE_CONFIG_DIR": str(workdir / ".claude"),
+        },
+    )
+    started = time.perf_counter()
+    first = last = 0.0
+    deltas = 0
+    async with ClaudeSDKClient(options) as client:
+        await client.query(prompt)
+        async for message in client.receive_response():
+            if (
+                isinstance(message, StreamEvent)
+                and message.event.get("type") == "content_block_delta"
+            ):
+                last = time.perf_counter()
+                first = first or last
+                deltas += 1
+    return first - started, deltas, last - first
+
+
+async def service_turn(
+    http: httpx.AsyncClient, headers: dict[str, str], prompt: str
+) -> tuple[float, int, float]:
+    created = await http.post("/api/tenants/bench/conversations", json={}, headers=headers)
+    cid = created.json()["conversation_id"]
+    started = time.perf_counter()
+    first = last = 0.0
+    deltas = 0
+    async with aconnect_sse(
+        http,
+        "POST",
+        f"/api/tenants/bench/conversations/{cid}/stream",
+        json={"user_input": prompt},
+        headers=headers,
+        timeout=300,
+    ) as source:
+        async for sse in source.aiter_sse():
+            if sse.event == "text_delta":
+                last = time.perf_counter()
+                first = first or last
+                deltas += 1
+            elif sse.event == "done":
+                status = json.loads(sse.data)["status"]
+                assert status == "success", sse.data
+    return first - started, deltas, last - first
+
+
+def start_service(
+    database_url: str, model_url: str, data_dir: Path
+) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = {
+        "PATH": os.environ["PATH"],
+        "PYTHONPATH": str(PROJECT_ROOT),
+        "DATABASE_URL": database_url,
+        "DB_AUTO_MIGRATE": "false",
+        "ADMIN_API_KEYS": ADMIN_KEY,
+        "DATA_DIR": str(data_dir),
+        "PORT": str(port),
+        "LOG_LEVEL": "WARNING",
+        "MODEL_PROVIDER": "anthropic",
+        "ANTHROPIC_API_KEY": "offline",
+        "ANTHROPIC_BASE_URL": model_url,
+    }
+    process = subprocess.Popen([sys.executable, "-m", "app"], env=env, cwd=PROJECT_ROOT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/health/ready").status_code == 200:
+                return process, base
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("the service did not start")
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+async def main() -> None:
+    server, stop_server = server_url()
+    model = OfflineModelServer()
+    model.start()
+    service = None
+    try:
+        url = await fresh_database(server, "cmab_bench_runs")
+        with tempfile.TemporaryDirectory() as scratch:
+            data_dir, workdir = Path(scratch) / "data", Path(scratch) / "bare"
+            workdir.mkdir()
+            service, base = start_service(
+                url.render_as_string(hide_password=False), model.url, data_dir
+            )
+            async with httpx.AsyncClient(base_url=base, timeout=300) as http:
+                admin = {"X-API-Key": ADMIN_KEY}
+                (
+                    await http.post(
+                        "/api/tenants", json={"tenant_id": "bench", "name": "Bench"}, headers=admin
+                    )
+                ).raise_for_status()
+                key = (
+                    await http.post(
+                        "/api/tenants/bench/api-keys", json={"name": "b"}, headers=admin
+                    )
+                ).json()["key"]
+                headers = {"X-API-Key": key}
+                ttft: dict[str, list[float]] = {"bare": [], "service": []}
+                rate: dict[str, list[float]] = {"bare": [], "service": []}
+                await bare_turn(
+                    model.url, workdir, "warm up"
+                )  # first CLI start pays the page cache
+                await service_turn(http, headers, "warm up")
+                for _ in range(ROUNDS):
+                    first, _, _ = await bare_turn(model.url, workdir, "Hello")
+                    ttft["bare"].append(first)
+                    first, _, _ = await service_turn(http, headers, "Hello")
+                    ttft["service"].append(first)
+                for _ in range(max(2, ROUNDS // 2)):
+                    _, deltas, span = await bare_turn(model.url, workdir, f"scenario:text:{CHUNKS}")
+                    rate["bare"].append(deltas / span)
+                    _, deltas, span = await service_turn(http, headers, f"scenario:text:{CHUNKS}")
+                    assert deltas == CHUNKS, deltas
+                    rate["service"].append(deltas / span)
+        bare_ttft, service_ttft = _median(ttft["bare"]), _median(ttft["service"])
+        bare_rate, service_rate = _median(rate["bare"]), _median(rate["service"])
+        print(f"time to first text event (median of {ROUNDS} cold turns)")
+        print(f"  bare SDK   {bare_ttft * 1000:8.1f} ms")
+        print(f"  service    {service_ttft * 1000:8.1f} ms")
+        ttft_ratio = service_ttft / bare_ttft
+        print(
+            f"  ratio service/bare: {ttft_ratio:.3f}  (target <= 1.10)  {'OK' if ttft_ratio <= 1.10 else 'MISSED'}"
+        )
+        print(f"text events per second, {CHUNKS}-chunk answer")
+        print(f"  bare SDK   {bare_rate:10.0f} /s")
+        print(f"  service    {service_rate:10.0f} /s")
+        rate_ratio = service_rate / bare_rate
+        print(
+            f"  ratio service/bare: {rate_ratio:.3f}  (target >= 0.80)  {'OK' if rate_ratio >= 0.80 else 'MISSED'}"
+        )
+    finally:
+        if service is not None:
+            service.terminate()
+            service.wait(timeout=60)
+        model.stop()
+        stop_server()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

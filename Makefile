@@ -43,6 +43,7 @@ lint: install
 
 bench: install
 	$(UV) run --frozen --no-sync python -m bench.list_conversations
+	$(UV) run --frozen --no-sync python -m bench.runs
 
 clean:
 	rm -rf .venv .tools .pytest_cache .mypy_cache .ruff_cache

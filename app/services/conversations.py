@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import AppError, NotFoundError, UnprocessableError
@@ -152,6 +152,16 @@ async def delete_conversation(
     conversation = await get_conversation(session, scope, conversation_id, for_update=True)
     await session.delete(conversation)
     await session.flush()
+
+
+async def next_message_seq(session: AsyncSession, conversation_id: uuid.UUID) -> int:
+    """The seq the conversation's next message takes (one run at a time writes them)."""
+    last = await session.scalar(
+        select(func.coalesce(func.max(Message.seq), 0)).where(
+            Message.conversation_id == conversation_id
+        )
+    )
+    return int(last or 0) + 1
 
 
 async def list_messages(

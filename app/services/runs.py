@@ -11,7 +11,7 @@ from app.errors import ConflictError, UnprocessableError
 from app.models import Message, Run
 from app.models.run import ACTIVE_RUN_STATUSES
 from app.schemas.runs import StreamRequest
-from app.services.conversations import get_conversation
+from app.services.conversations import get_conversation, next_message_seq
 from app.services.integrity import flush_mapping_violations
 from app.services.models import require_model
 from app.services.scope import TenantScope
@@ -69,17 +69,13 @@ async def queue_run(
     await flush_mapping_violations(
         session, {"uq_runs_one_active_per_conversation": lambda: _in_progress(None)}
     )
-    seq = await session.scalar(
-        select(func.coalesce(func.max(Message.seq), 0)).where(
-            Message.conversation_id == conversation_id
-        )
-    )
+    seq = await next_message_seq(session, conversation_id)
     session.add(
         Message(
             tenant_id=scope.tenant_id,
             conversation_id=conversation_id,
             run_id=run.run_id,
-            seq=(seq or 0) + 1,
+            seq=seq,
             role="user",
             content=[{"type": "text", "text": body.user_input}],
         )

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.models import CatalogModel, Conversation, Message, Run, Tenant, ToolCall, UsageRecord
 from app.schemas.tenants import TenantSettings
+from app.services.conversations import next_message_seq
 from app.services.execute.events import RunEventLog
 from app.services.execute.options import RunSetup, build_options
 from app.services.execute.providers import Provider
@@ -175,14 +176,7 @@ async def _begin(
         tenant = await session.get_one(Tenant, run.tenant_id)
         catalog = list(await session.scalars(select(CatalogModel)))
         model = next(m for m in catalog if m.model_id == run.model_id)
-        next_seq = (
-            await session.scalar(
-                select(func.coalesce(func.max(Message.seq), 0)).where(
-                    Message.conversation_id == conversation.conversation_id
-                )
-            )
-            or 0
-        ) + 1
+        next_seq = await next_message_seq(session, conversation.conversation_id)
         title = None
         if conversation.title is None:
             title = conversation.title = _title_from(run.user_input)
@@ -357,17 +351,13 @@ async def _finish(
         async with ctx.sessionmaker() as session, session.begin():
             session.add_all(usage_rows)
             if result_text:
-                seq = await session.scalar(
-                    select(func.coalesce(func.max(Message.seq), 0)).where(
-                        Message.conversation_id == run.conversation_id
-                    )
-                )
+                seq = await next_message_seq(session, run.conversation_id)
                 session.add(
                     Message(
                         tenant_id=run.tenant_id,
                         conversation_id=run.conversation_id,
                         run_id=run.run_id,
-                        seq=(seq or 0) + 1,
+                        seq=seq,
                         role="result",
                         content=[{"type": "text", "text": result_text}],
                     )

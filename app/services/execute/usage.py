@@ -48,11 +48,11 @@ class Tokens:
     @classmethod
     def from_model_usage(cls, entry: dict[str, Any]) -> Tokens:
         """One entry of ResultMessage.model_usage (camelCase, cumulative per process)."""
-        five = int(entry.get("cacheCreationEphemeral5mInputTokens") or 0)
-        hour = int(entry.get("cacheCreationEphemeral1hInputTokens") or 0)
-        total_creation = int(entry.get("cacheCreationInputTokens") or 0)
-        if five + hour < total_creation:  # no split reported: count the rest as 5-minute writes
-            five = total_creation - hour
+        five, hour = _cache_writes(
+            entry.get("cacheCreationEphemeral5mInputTokens"),
+            entry.get("cacheCreationEphemeral1hInputTokens"),
+            entry.get("cacheCreationInputTokens"),
+        )
         return cls(
             int(entry.get("inputTokens") or 0),
             int(entry.get("outputTokens") or 0),
@@ -65,11 +65,11 @@ class Tokens:
     def from_api_usage(cls, usage: dict[str, Any]) -> Tokens:
         """A Messages API usage object (message_start / message_delta)."""
         split = usage.get("cache_creation") or {}
-        five = int(split.get("ephemeral_5m_input_tokens") or 0)
-        hour = int(split.get("ephemeral_1h_input_tokens") or 0)
-        total_creation = int(usage.get("cache_creation_input_tokens") or 0)
-        if five + hour < total_creation:
-            five = total_creation - hour
+        five, hour = _cache_writes(
+            split.get("ephemeral_5m_input_tokens"),
+            split.get("ephemeral_1h_input_tokens"),
+            usage.get("cache_creation_input_tokens"),
+        )
         return cls(
             int(usage.get("input_tokens") or 0),
             int(usage.get("output_tokens") or 0),
@@ -77,6 +77,13 @@ class Tokens:
             hour,
             int(usage.get("cache_read_input_tokens") or 0),
         )
+
+
+def _cache_writes(five: Any, hour: Any, total: Any) -> tuple[int, int]:
+    """5-minute and 1-hour cache writes; what the split does not account for of the total
+    (an API that reports no split) is counted as 5-minute writes, the default TTL."""
+    five_minutes, one_hour = int(five or 0), int(hour or 0)
+    return max(five_minutes, int(total or 0) - one_hour), one_hour
 
 
 def catalog_match(

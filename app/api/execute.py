@@ -23,7 +23,7 @@ from app.services.execute.executor import RunExecutor
 router = APIRouter(prefix="/api/tenants/{tenant_id}", tags=["execution"])
 
 PING_SECONDS = 10.0
-COALESCE_SECONDS = 0.005
+COALESCE_SECONDS = 0.01
 _STREAM_DOC: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "Server-Sent Events: init, progress, text_delta, assistant, tool_call, "

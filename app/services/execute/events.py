@@ -27,12 +27,15 @@ class RunEventLog:
         self, run_id: uuid.UUID, tenant_id: str, sessionmaker: async_sessionmaker[AsyncSession]
     ) -> None:
         self.run_id = run_id
+        self._run_id_text = str(run_id)
         self.tenant_id = tenant_id
         self.events: list[dict[str, Any]] = []
         self.closed = False
         self._sessionmaker = sessionmaker
         self._pending: list[dict[str, Any]] = []
-        self._changed = asyncio.Event()
+        # Set when a follower waits for news; emit() wakes followers only then, so a fast
+        # stream does not pay for an asyncio.Event per event.
+        self._changed: asyncio.Event | None = None
         self._flush_wanted = asyncio.Event()
         self._flusher = asyncio.create_task(self._flush_loop(), name=f"run-events-{run_id}")
 
@@ -45,7 +48,7 @@ class RunEventLog:
                 **data,
                 "seq": seq,
                 "timestamp": datetime.now(UTC).isoformat(),
-                "run_id": str(self.run_id),
+                "run_id": self._run_id_text,
             },
         }
         self.events.append(event)
@@ -56,13 +59,16 @@ class RunEventLog:
         return event
 
     def _wake(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
 
     async def after(self, seq: int, wait_seconds: float) -> list[dict[str, Any]] | None:
         """The events after `seq`, waiting up to `wait_seconds` for one: [] when none came in
         time, None when the log is closed and has nothing more."""
         if seq >= len(self.events) and not self.closed:
+            if self._changed is None:
+                self._changed = asyncio.Event()
             changed = self._changed
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), wait_seconds)

@@ -4,6 +4,7 @@ against the scripted model server, in the Anthropic and the Bedrock wire formats
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from decimal import Decimal
 from pathlib import Path
@@ -371,3 +372,37 @@ async def test_other_tenants_runs_are_404(
     assert (
         await client.get(tenant.url(f"/runs/{run_id}"), headers=tenant.headers)
     ).status_code == 200
+
+
+async def test_skill_call(client: httpx.AsyncClient, tenant: TenantFixture) -> None:
+    cid = await new_conversation(client, tenant)
+    stream = await stream_turn(client, tenant, cid, "scenario:skill:report-writer")
+    assert_well_formed(stream)
+    (call,) = stream.of("tool_call")
+    assert call["tool_name"] == "Skill" and call["input"] == {"skill": "report-writer"}
+    (result,) = stream.of("tool_result")
+    assert result["tool_use_id"] == call["tool_use_id"]
+    # No skill of that name is installed yet: the tool says so, and the run still ends well.
+    assert stream.done["status"] == "success"
+
+
+async def test_cli_crash_ends_the_run_cleanly(
+    client: httpx.AsyncClient, app: FastAPI, tenant: TenantFixture, tmp_path: Path
+) -> None:
+    crashing = tmp_path / "crashing-cli"
+    crashing.write_text("#!/bin/sh\necho 'simulated crash' >&2\nexit 3\n")
+    crashing.chmod(0o755)
+    executor = app.state.executor
+    executor.ctx = dataclasses.replace(executor.ctx, launcher=crashing)
+    cid = await new_conversation(client, tenant)
+    stream = await stream_turn(client, tenant, cid, "Hello?")
+    assert_well_formed(stream)
+    (error,) = stream.of("error")
+    assert error["error_type"] == "agent_error" and error["recoverable"] is False
+    assert stream.done["status"] == "error"
+    run = (await client.get(tenant.url(f"/runs/{_run_id(stream)}"), headers=tenant.headers)).json()
+    assert run["status"] == "failed" and run["error_type"] == "agent_error"
+    messages = (
+        await client.get(tenant.url(f"/conversations/{cid}/messages"), headers=tenant.headers)
+    ).json()
+    assert [m["role"] for m in messages["items"]] == ["user"]

@@ -23,7 +23,7 @@ from app.services.execute.executor import RunExecutor
 router = APIRouter(prefix="/api/tenants/{tenant_id}", tags=["execution"])
 
 PING_SECONDS = 10.0
-COALESCE_SECONDS = 0.01
+COALESCE_SECONDS = 0.02
 _STREAM_DOC: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "Server-Sent Events: init, progress, text_delta, assistant, tool_call, "
@@ -34,9 +34,9 @@ _STREAM_DOC: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _sse(event: str, data: dict[str, Any], event_id: int | None = None) -> bytes:
+def _sse(event: str, payload: bytes, event_id: int | None = None) -> bytes:
     head = f"event: {event}\n" if event_id is None else f"event: {event}\nid: {event_id}\n"
-    return head.encode() + b"data: " + orjson.dumps(data) + b"\n\n"
+    return b"%sdata: %s\n\n" % (head.encode(), payload)
 
 
 async def sse_events(events: RunEventLog, after: int = 0) -> AsyncIterator[bytes]:
@@ -54,9 +54,9 @@ async def sse_events(events: RunEventLog, after: int = 0) -> AsyncIterator[bytes
                 "run_id": str(events.run_id),
                 "elapsed_ms": int((time.monotonic() - quiet_since) * 1000),
             }
-            yield _sse("ping", ping)
+            yield _sse("ping", orjson.dumps(ping))
             continue
-        yield b"".join(_sse(e["event"], e["data"], e["seq"]) for e in batch)
+        yield b"".join(_sse(e["event"], e["json"], e["seq"]) for e in batch)
         position += len(batch)
         quiet_since = time.monotonic()
         # While events flow, gather a few milliseconds' worth per write.

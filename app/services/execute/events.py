@@ -18,7 +18,7 @@ from app.models import RunEvent
 
 log = structlog.get_logger(__name__)
 
-FLUSH_INTERVAL = 0.05
+FLUSH_INTERVAL = 0.2
 FLUSH_BATCH = 500
 
 
@@ -41,16 +41,14 @@ class RunEventLog:
 
     def emit(self, event_type: str, data: dict[str, Any]) -> dict[str, Any]:
         seq = len(self.events) + 1
-        event = {
-            "event": event_type,
+        full = {
+            **data,
             "seq": seq,
-            "data": {
-                **data,
-                "seq": seq,
-                "timestamp": datetime.now(UTC).isoformat(),
-                "run_id": self._run_id_text,
-            },
+            "timestamp": datetime.now(UTC).isoformat(),
+            "run_id": self._run_id_text,
         }
+        # Encoded once, here: the stream and the database both send these bytes.
+        event = {"event": event_type, "seq": seq, "data": full, "json": orjson.dumps(full)}
         self.events.append(event)
         self._pending.append(event)
         if len(self._pending) >= FLUSH_BATCH:
@@ -107,8 +105,7 @@ class RunEventLog:
             return
         batch, self._pending = self._pending, []
         rows = [
-            (self.run_id, e["seq"], self.tenant_id, e["event"], orjson.dumps(e["data"]).decode())
-            for e in batch
+            (self.run_id, e["seq"], self.tenant_id, e["event"], e["json"].decode()) for e in batch
         ]
         try:
             async with self._sessionmaker() as session, session.begin():

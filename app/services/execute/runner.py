@@ -241,7 +241,20 @@ async def _disconnect(client: ClaudeSDKClient) -> None:
 
 
 def _track(message: Any, state: RunState) -> None:
-    if isinstance(message, TaskStartedMessage):
+    if isinstance(message, StreamEvent) and message.parent_tool_use_id is None:
+        event = message.event
+        if event.get("type") == "message_start":
+            msg = event.get("message", {})
+            name = str(msg.get("model", ""))
+            state.streamed[name] = state.streamed.get(name, Tokens()) + Tokens.from_api_usage(
+                {**(msg.get("usage") or {}), "output_tokens": 0}
+            )
+            state.streaming_model = name
+        elif event.get("type") == "message_delta":
+            name = state.streaming_model
+            output = int((event.get("usage") or {}).get("output_tokens") or 0)
+            state.streamed[name] = state.streamed.get(name, Tokens()) + Tokens(output_tokens=output)
+    elif isinstance(message, TaskStartedMessage):
         state.running_tasks.add(str(message.data.get("task_id")))
     elif isinstance(message, TaskNotificationMessage):
         state.running_tasks.discard(str(message.data.get("task_id")))
@@ -255,19 +268,6 @@ def _track(message: Any, state: RunState) -> None:
             state.failure = _result_failure(message)
         elif not message.is_error:
             state.failure = None
-    elif isinstance(message, StreamEvent) and message.parent_tool_use_id is None:
-        event = message.event
-        if event.get("type") == "message_start":
-            msg = event.get("message", {})
-            name = str(msg.get("model", ""))
-            state.streamed[name] = state.streamed.get(name, Tokens()) + Tokens.from_api_usage(
-                {**(msg.get("usage") or {}), "output_tokens": 0}
-            )
-            state.streaming_model = name
-        elif event.get("type") == "message_delta":
-            name = state.streaming_model
-            output = int((event.get("usage") or {}).get("output_tokens") or 0)
-            state.streamed[name] = state.streamed.get(name, Tokens()) + Tokens(output_tokens=output)
     elif isinstance(message, AssistantMessage) and message.parent_tool_use_id and message.usage:
         # Sub-agent calls are not streamed: their start usage is all there is before a result.
         usage = Tokens.from_api_usage(message.usage)

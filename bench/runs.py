@@ -171,7 +171,7 @@ async def main() -> None:
                     ttft["bare"].append(first)
                     first, _, _ = await service_turn(http, headers, "Hello")
                     ttft["service"].append(first)
-                for _ in range(max(2, ROUNDS // 2)):
+                for _ in range(ROUNDS):
                     _, deltas, span = await bare_turn(model.url, workdir, f"scenario:text:{CHUNKS}")
                     rate["bare"].append(deltas / span)
                     _, deltas, span = await service_turn(http, headers, f"scenario:text:{CHUNKS}")

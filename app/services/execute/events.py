@@ -19,7 +19,7 @@ from app.models import RunEvent
 log = structlog.get_logger(__name__)
 
 FLUSH_INTERVAL = 0.2
-FLUSH_BATCH = 500
+FLUSH_BATCH = 2000
 
 
 class RunEventLog:
@@ -40,13 +40,12 @@ class RunEventLog:
         self._flusher = asyncio.create_task(self._flush_loop(), name=f"run-events-{run_id}")
 
     def emit(self, event_type: str, data: dict[str, Any]) -> dict[str, Any]:
+        """Log an event; `data` becomes the event's own (it is not copied: pass a fresh dict)."""
         seq = len(self.events) + 1
-        full = {
-            **data,
-            "seq": seq,
-            "timestamp": datetime.now(UTC).isoformat(),
-            "run_id": self._run_id_text,
-        }
+        full = data
+        full["seq"] = seq
+        full["timestamp"] = datetime.now(UTC).isoformat()
+        full["run_id"] = self._run_id_text
         # Encoded once, here: the stream and the database both send these bytes.
         event = {"event": event_type, "seq": seq, "data": full, "json": orjson.dumps(full)}
         self.events.append(event)

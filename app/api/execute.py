@@ -10,11 +10,12 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
 from app.api.deps import CurrentScope, DbSession, HeaderUserId, get_settings
-from app.errors import error_responses
+from app.errors import UnprocessableError, error_responses
+from app.models import RunEvent
 from app.schemas.runs import RunRead, StreamRequest, run_read
 from app.services import runs as service
 from app.services.execute.events import RunEventLog
@@ -107,3 +108,72 @@ async def get_run(
     scope: CurrentScope, session: DbSession, run_id: Annotated[uuid.UUID, Path()]
 ) -> RunRead:
     return run_read(await service.get_run(session, scope, run_id))
+
+
+def _resume_point(last_event_id: str | None, after: int | None) -> int:
+    if last_event_id is None:
+        return after or 0
+    if not last_event_id.isdigit():
+        raise UnprocessableError("Last-Event-ID must be an event seq (a whole number)")
+    return int(last_event_id)
+
+
+async def _replay(rows: list[RunEvent]) -> AsyncIterator[bytes]:
+    yield b"".join(_sse(row.type, orjson.dumps(row.data), row.seq) for row in rows)
+
+
+@router.get(
+    "/runs/{run_id}/events",
+    response_class=StreamingResponse,
+    responses={**_STREAM_DOC, **error_responses(401, 403, 404, 422)},
+)
+async def run_events(
+    request: Request,
+    scope: CurrentScope,
+    session: DbSession,
+    run_id: Annotated[uuid.UUID, Path()],
+    after: Annotated[
+        int | None, Query(ge=0, le=10_000_000, description="Replay events after this seq")
+    ] = None,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
+) -> StreamingResponse:
+    """Re-attach to a run: every event after `Last-Event-ID` (or `?after=`), replayed, then
+    the live run until `done`. On a finished run it replays and ends."""
+    start = _resume_point(last_event_id, after)
+    await service.get_run(session, scope, run_id)
+    executor: RunExecutor = request.app.state.executor
+    live = executor.live_events(run_id)
+    body = (
+        sse_events(live, after=start)
+        if live is not None
+        else _replay(await service.events_after(session, scope, run_id, start))
+    )
+    await session.commit()  # nothing is held while the stream is open
+    return StreamingResponse(
+        body,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Run-ID": str(run_id)},
+    )
+
+
+@router.post(
+    "/runs/{run_id}/cancel",
+    response_model=RunRead,
+    responses=error_responses(401, 403, 404, 409, 422),
+)
+async def cancel_run(
+    request: Request, scope: CurrentScope, session: DbSession, run_id: Annotated[uuid.UUID, Path()]
+) -> RunRead:
+    """Stop a run: the agent process ends, the stream ends with `done` (status
+    `cancelled`), and the messages and usage so far are kept. 409 if it already ended."""
+    run = await service.get_run(session, scope, run_id)
+    service.check_cancellable(run)
+    executor: RunExecutor = request.app.state.executor
+    await session.commit()
+    if not await executor.cancel(run_id):
+        run = await service.get_run(session, scope, run_id, for_update=True)
+        service.check_cancellable(run)
+        await service.cancel_orphan(session, run)
+        await session.commit()
+    await session.refresh(run)
+    return run_read(run)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import ConflictError, UnprocessableError
-from app.models import Message, Run
+from app.models import Message, Run, RunEvent
 from app.models.run import ACTIVE_RUN_STATUSES
 from app.schemas.runs import StreamRequest
 from app.services.conversations import get_conversation, next_message_seq
@@ -85,5 +86,50 @@ async def queue_run(
     return run
 
 
-async def get_run(session: AsyncSession, scope: TenantScope, run_id: uuid.UUID) -> Run:
-    return await scope.get(session, Run, Run.run_id, run_id, resource="Run")
+async def get_run(
+    session: AsyncSession, scope: TenantScope, run_id: uuid.UUID, *, for_update: bool = False
+) -> Run:
+    return await scope.get(session, Run, Run.run_id, run_id, resource="Run", for_update=for_update)
+
+
+async def events_after(
+    session: AsyncSession, scope: TenantScope, run_id: uuid.UUID, after: int
+) -> list[RunEvent]:
+    """A run's stored events after seq `after`, in order."""
+    rows = await session.scalars(
+        scope.select(RunEvent)
+        .where(RunEvent.run_id == run_id, RunEvent.seq > after)
+        .order_by(RunEvent.seq)
+    )
+    return list(rows)
+
+
+def check_cancellable(run: Run) -> None:
+    if run.status not in ACTIVE_RUN_STATUSES:
+        raise ConflictError(f"The run has already ended ({run.status})", code="RUN_FINISHED")
+
+
+async def cancel_orphan(session: AsyncSession, run: Run) -> None:
+    """Cancel a run marked active that no executor here runs (its worker is gone): record
+    it as cancelled and end its event log, so no client waits for it forever."""
+    run.status = "cancelled"
+    run.finished_at = func.now()
+    seq = await session.scalar(
+        select(func.coalesce(func.max(RunEvent.seq), 0)).where(RunEvent.run_id == run.run_id)
+    )
+    session.add(
+        RunEvent(
+            run_id=run.run_id,
+            seq=(seq or 0) + 1,
+            tenant_id=run.tenant_id,
+            type="done",
+            data={
+                "status": "cancelled",
+                "result": None,
+                "seq": (seq or 0) + 1,
+                "timestamp": datetime.now(UTC).isoformat(),
+                "run_id": str(run.run_id),
+            },
+        )
+    )
+    await session.flush()

@@ -24,6 +24,8 @@ TENANT_SCOPED: list[tuple[str, str, dict[str, Any] | None]] = [
     ("GET", "/conversations/{conversation_id}/messages", None),
     ("POST", "/conversations/{conversation_id}/stream", {"user_input": "leak it"}),
     ("GET", "/runs/{run_id}", None),
+    ("GET", "/runs/{run_id}/events", None),
+    ("POST", "/runs/{run_id}/cancel", None),
 ]
 # Admin-only routes: a tenant key gets 403 whatever the tenant, existing or not.
 ADMIN_ONLY: list[tuple[str, str, dict[str, Any] | None]] = [

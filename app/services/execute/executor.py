@@ -30,6 +30,17 @@ class RunExecutor:
         entry = self._runs.get(run_id)
         return entry[1] if entry else None
 
+    async def cancel(self, run_id: uuid.UUID, wait_seconds: float = 10.0) -> bool:
+        """Stop a live run: its task is cancelled, which ends the CLI process and records
+        the run as cancelled (messages and usage so far kept). False if not live here."""
+        entry = self._runs.get(run_id)
+        if entry is None:
+            return False
+        task = entry[0]
+        task.cancel()
+        await asyncio.wait([task], timeout=wait_seconds)
+        return True
+
     async def shutdown(self, grace_seconds: float) -> None:
         """Let running runs finish for up to `grace_seconds`, then cancel the rest; each
         records itself as cancelled before it ends."""

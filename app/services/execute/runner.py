@@ -136,9 +136,12 @@ async def execute_run(ctx: ExecutionContext, run_id: uuid.UUID, events: RunEvent
         run, conversation, model, catalog, settings, system_prompt, next_seq, title = await _begin(
             ctx, run_id
         )
-    except Exception as exc:  # the run could not even start: say so, and mark it failed
+    except asyncio.CancelledError:
+        await asyncio.shield(_end_unstarted(ctx, run_id, events, cancelled=True))
+        raise
+    except Exception:  # the run could not even start: say so, and mark it failed
         log.exception("run_start_failed", run_id=str(run_id))
-        await _fail_early(ctx, run_id, events, exc)
+        await _end_unstarted(ctx, run_id, events, cancelled=False)
         return
     events.emit("progress", {"type": "setup", "message": "Starting the agent"})
     if title:
@@ -421,29 +424,33 @@ async def _finish(
     await events.close()
 
 
-async def _fail_early(
-    ctx: ExecutionContext, run_id: uuid.UUID, events: RunEventLog, exc: Exception
+async def _end_unstarted(
+    ctx: ExecutionContext, run_id: uuid.UUID, events: RunEventLog, *, cancelled: bool
 ) -> None:
+    """A run that never reached the agent: cancelled while starting, or failed to start."""
     message = "The run could not start"
+    values: dict[str, Any] = (
+        {"status": "cancelled"}
+        if cancelled
+        else {"status": "failed", "error_type": "start_error", "error": message}
+    )
     try:
         async with ctx.sessionmaker() as session, session.begin():
             await session.execute(
-                update(Run)
-                .where(Run.run_id == run_id)
-                .values(
-                    status="failed", finished_at=func.now(), error_type="start_error", error=message
-                )
+                update(Run).where(Run.run_id == run_id).values(finished_at=func.now(), **values)
             )
     except Exception:
-        log.exception("run_fail_record_failed", run_id=str(run_id))
-    events.emit("error", {"error_type": "start_error", "message": message, "recoverable": False})
-    zero = Tokens()
+        log.exception("run_end_record_failed", run_id=str(run_id))
+    if not cancelled:
+        events.emit(
+            "error", {"error_type": "start_error", "message": message, "recoverable": False}
+        )
     events.emit(
         "done",
         {
-            "status": "error",
+            "status": "cancelled" if cancelled else "error",
             "result": None,
-            "usage": zero.as_dict(),
+            "usage": Tokens().as_dict(),
             "cost_usd": "0.000000",
             "turn_count": 0,
             "duration_ms": 0,

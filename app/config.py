@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     # Retries of a failed model call inside the CLI (its own default is 10).
     model_max_retries: int = Field(default=4, ge=0, le=10)
     max_user_input_chars: int = Field(default=100_000, ge=1)
+    # Runs at once across all tenants; more wait in a queue of at most MAX_QUEUED_RUNS,
+    # each for up to RUN_QUEUE_TIMEOUT seconds. Each tenant has its own limit too.
+    max_concurrent_runs: int = Field(default=10, ge=1)
+    max_queued_runs: int = Field(default=100, ge=0)
+    run_queue_timeout: float = Field(default=120.0, gt=0)
     # On shutdown, how long running runs may go on before they are cancelled.
     shutdown_timeout: float = Field(default=30.0, ge=0)
 

@@ -84,6 +84,11 @@ class UnprocessableError(AppError):
     code = "VALIDATION_ERROR"
 
 
+class TooManyRequestsError(AppError):
+    status_code = 429
+    code = "TOO_MANY_REQUESTS"
+
+
 class ServiceUnavailableError(AppError):
     status_code = 503
     code = "SERVICE_UNAVAILABLE"

@@ -54,7 +54,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             launcher=install_launcher(settings.data_dir),
             session_store=PostgresSessionStore(app.state.sessionmaker),
             max_retries=settings.model_max_retries,
-        )
+        ),
+        max_running=settings.max_concurrent_runs,
+        max_queued=settings.max_queued_runs,
+        queue_timeout=settings.run_queue_timeout,
     )
     log.info(
         "service_started",

@@ -67,7 +67,7 @@ async def sse_events(events: RunEventLog, after: int = 0) -> AsyncIterator[bytes
 @router.post(
     "/conversations/{conversation_id}/stream",
     response_class=StreamingResponse,
-    responses={**_STREAM_DOC, **error_responses(401, 403, 404, 409, 422, 503)},
+    responses={**_STREAM_DOC, **error_responses(401, 403, 404, 409, 422, 429, 503)},
 )
 async def stream(
     request: Request,
@@ -79,6 +79,10 @@ async def stream(
 ) -> StreamingResponse:
     """Run the agent on the user's input and stream what it does. The run belongs to the
     service, not to this connection: a client that goes away does not stop it."""
+    executor: RunExecutor = request.app.state.executor
+    tenant_limit = await service.tenant_run_limit(session, scope)
+    if executor.must_refuse(scope.tenant_id, tenant_limit):
+        raise service.queue_full()
     run = await service.queue_run(
         session,
         scope,
@@ -90,8 +94,7 @@ async def stream(
     # The run must be durable before its task reads it, and the stream must not hold a
     # database connection: this endpoint ends its transaction here, not in the dependency.
     await session.commit()
-    executor: RunExecutor = request.app.state.executor
-    events = executor.start(run.run_id, scope.tenant_id)
+    events = executor.start(run.run_id, scope.tenant_id, tenant_limit)
     return StreamingResponse(
         sse_events(events),
         media_type="text/event-stream",

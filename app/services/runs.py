@@ -8,14 +8,21 @@ from datetime import UTC, datetime
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import ConflictError, UnprocessableError
-from app.models import Message, Run, RunEvent
+from app.errors import ConflictError, NotFoundError, TooManyRequestsError, UnprocessableError
+from app.models import Message, Run, RunEvent, Tenant
 from app.models.run import ACTIVE_RUN_STATUSES
 from app.schemas.runs import StreamRequest
+from app.schemas.tenants import TenantSettings
 from app.services.conversations import get_conversation, next_message_seq
 from app.services.integrity import flush_mapping_violations
 from app.services.models import require_model
 from app.services.scope import TenantScope
+
+
+def queue_full() -> TooManyRequestsError:
+    return TooManyRequestsError(
+        "Too many runs are waiting for a slot; try again shortly", code="QUEUE_FULL"
+    )
 
 
 def _in_progress(run_id: uuid.UUID | None) -> ConflictError:
@@ -84,6 +91,14 @@ async def queue_run(
     conversation.updated_at = func.now()
     await session.flush()
     return run
+
+
+async def tenant_run_limit(session: AsyncSession, scope: TenantScope) -> int:
+    """How many runs the tenant may have going at once (its `max_concurrent_runs`)."""
+    tenant = await session.get(Tenant, scope.tenant_id)
+    if tenant is None:
+        raise NotFoundError("Tenant", scope.tenant_id)
+    return TenantSettings.model_validate(tenant.settings).max_concurrent_runs
 
 
 async def get_run(

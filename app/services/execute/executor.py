@@ -9,22 +9,54 @@ import uuid
 import structlog
 
 from app.services.execute.events import RunEventLog
-from app.services.execute.runner import ExecutionContext, execute_run
+from app.services.execute.limits import QueueTimeoutError, RunSlots
+from app.services.execute.runner import ExecutionContext, end_unstarted, execute_run
 
 log = structlog.get_logger(__name__)
 
 
 class RunExecutor:
-    def __init__(self, ctx: ExecutionContext) -> None:
+    def __init__(
+        self, ctx: ExecutionContext, *, max_running: int, max_queued: int, queue_timeout: float
+    ) -> None:
         self.ctx = ctx
+        self.slots = RunSlots(max_running, max_queued)
+        self.queue_timeout = queue_timeout
         self._runs: dict[uuid.UUID, tuple[asyncio.Task[None], RunEventLog]] = {}
 
-    def start(self, run_id: uuid.UUID, tenant_id: str) -> RunEventLog:
+    def must_refuse(self, tenant_id: str, tenant_limit: int) -> bool:
+        """A new run would have to wait, and the queue is full."""
+        return not self.slots.can_start(tenant_id, tenant_limit) and self.slots.queue_full()
+
+    def start(self, run_id: uuid.UUID, tenant_id: str, tenant_limit: int) -> RunEventLog:
         events = RunEventLog(run_id, tenant_id, self.ctx.sessionmaker)
-        task = asyncio.create_task(execute_run(self.ctx, run_id, events), name=f"run-{run_id}")
+        task = asyncio.create_task(
+            self._run(run_id, tenant_id, tenant_limit, events), name=f"run-{run_id}"
+        )
         self._runs[run_id] = (task, events)
         task.add_done_callback(lambda _: self._runs.pop(run_id, None))
         return events
+
+    async def _run(
+        self, run_id: uuid.UUID, tenant_id: str, tenant_limit: int, events: RunEventLog
+    ) -> None:
+        def queued(position: int) -> None:
+            message = f"Waiting for a free slot: position {position} in the queue"
+            events.emit("progress", {"type": "queued", "message": message, "position": position})
+
+        try:
+            await self.slots.acquire(tenant_id, tenant_limit, self.queue_timeout, queued)
+        except QueueTimeoutError:
+            message = f"No run slot became free within {self.queue_timeout:g} s"
+            await end_unstarted(self.ctx, run_id, events, error=("queue_timeout", message, True))
+            return
+        except asyncio.CancelledError:
+            await asyncio.shield(end_unstarted(self.ctx, run_id, events, cancelled=True))
+            raise
+        try:
+            await execute_run(self.ctx, run_id, events)
+        finally:
+            self.slots.release(tenant_id)
 
     def live_events(self, run_id: uuid.UUID) -> RunEventLog | None:
         entry = self._runs.get(run_id)

@@ -137,11 +137,13 @@ async def execute_run(ctx: ExecutionContext, run_id: uuid.UUID, events: RunEvent
             ctx, run_id
         )
     except asyncio.CancelledError:
-        await asyncio.shield(_end_unstarted(ctx, run_id, events, cancelled=True))
+        await asyncio.shield(end_unstarted(ctx, run_id, events, cancelled=True))
         raise
     except Exception:  # the run could not even start: say so, and mark it failed
         log.exception("run_start_failed", run_id=str(run_id))
-        await _end_unstarted(ctx, run_id, events, cancelled=False)
+        await end_unstarted(
+            ctx, run_id, events, error=("start_error", "The run could not start", False)
+        )
         return
     events.emit("progress", {"type": "setup", "message": "Starting the agent"})
     if title:
@@ -424,15 +426,20 @@ async def _finish(
     await events.close()
 
 
-async def _end_unstarted(
-    ctx: ExecutionContext, run_id: uuid.UUID, events: RunEventLog, *, cancelled: bool
+async def end_unstarted(
+    ctx: ExecutionContext,
+    run_id: uuid.UUID,
+    events: RunEventLog,
+    *,
+    cancelled: bool = False,
+    error: tuple[str, str, bool] | None = None,
 ) -> None:
-    """A run that never reached the agent: cancelled while starting, or failed to start."""
-    message = "The run could not start"
+    """A run that never reached the agent: cancelled while waiting or starting, timed out
+    in the queue, or failed to start. `error` is (error_type, message, recoverable)."""
     values: dict[str, Any] = (
         {"status": "cancelled"}
-        if cancelled
-        else {"status": "failed", "error_type": "start_error", "error": message}
+        if cancelled or error is None
+        else {"status": "failed", "error_type": error[0], "error": error[1]}
     )
     try:
         async with ctx.sessionmaker() as session, session.begin():
@@ -441,14 +448,12 @@ async def _end_unstarted(
             )
     except Exception:
         log.exception("run_end_record_failed", run_id=str(run_id))
-    if not cancelled:
-        events.emit(
-            "error", {"error_type": "start_error", "message": message, "recoverable": False}
-        )
+    if error is not None and not cancelled:
+        events.emit("error", {"error_type": error[0], "message": error[1], "recoverable": error[2]})
     events.emit(
         "done",
         {
-            "status": "cancelled" if cancelled else "error",
+            "status": "error" if error is not None and not cancelled else "cancelled",
             "result": None,
             "usage": Tokens().as_dict(),
             "cost_usd": "0.000000",

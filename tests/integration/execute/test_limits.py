@@ -1,0 +1,134 @@
+"""Concurrency limits: a run over the limit waits (queued, with its position) and then
+runs; a full queue answers 429 at once; a run waits no longer than the queue timeout."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import URL
+
+from app.main import create_app
+from tests.conftest import (
+    ADMIN,
+    TenantFixture,
+    assert_error,
+    create_tenant,
+    make_settings,
+    reset_database,
+)
+from tests.integration.execute.streams import Stream, new_conversation, stream_turn
+
+pytestmark = pytest.mark.parametrize("wire", ["anthropic"], indirect=True)
+
+Client = Callable[..., Any]
+
+
+@asynccontextmanager
+async def _service(
+    database_url: URL, tmp_path: Path, **settings: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(make_settings(database_url, tmp_path, **settings))
+    try:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                yield client
+    finally:
+        await reset_database(database_url)
+
+
+async def _wait_running(client: httpx.AsyncClient, tenant: TenantFixture, cid: str) -> None:
+    for _ in range(400):
+        items = (
+            await client.get(tenant.url(f"/conversations/{cid}/messages"), headers=tenant.headers)
+        ).json()["items"]
+        if items:
+            run = (
+                await client.get(tenant.url(f"/runs/{items[0]['run_id']}"), headers=tenant.headers)
+            ).json()
+            if run["status"] == "running":
+                return
+        await asyncio.sleep(0.025)
+    raise AssertionError("the first run never ran")
+
+
+async def test_a_run_over_the_global_limit_waits_then_runs(
+    database_url: URL, tmp_path: Path, wire: str
+) -> None:
+    async with _service(database_url, tmp_path, max_concurrent_runs=1) as client:
+        tenant = await create_tenant(client, "acme")
+        first_cid, second_cid = (
+            await new_conversation(client, tenant),
+            await new_conversation(client, tenant),
+        )
+        first = asyncio.create_task(stream_turn(client, tenant, first_cid, "scenario:slow:100"))
+        await _wait_running(client, tenant, first_cid)
+        second = await stream_turn(client, tenant, second_cid, "Me next")
+        queued = [p for p in second.of("progress") if p["type"] == "queued"]
+        assert queued and queued[0]["position"] == 1
+        assert second.done["status"] == "success"
+        assert (await first).done["status"] == "success"
+
+
+async def test_the_tenant_limit_applies_per_tenant(
+    database_url: URL, tmp_path: Path, wire: str
+) -> None:
+    async with _service(database_url, tmp_path, max_concurrent_runs=5) as client:
+        tenant = await create_tenant(client, "acme", settings={"max_concurrent_runs": 1})
+        other = await create_tenant(client, "globex")
+        first_cid = await new_conversation(client, tenant)
+        first = asyncio.create_task(stream_turn(client, tenant, first_cid, "scenario:slow:100"))
+        await _wait_running(client, tenant, first_cid)
+        # Another tenant is not held up...
+        elsewhere = await stream_turn(client, other, await new_conversation(client, other), "hi")
+        assert not [p for p in elsewhere.of("progress") if p["type"] == "queued"]
+        # ...but the tenant's own second run waits for its first.
+        mine = await stream_turn(client, tenant, await new_conversation(client, tenant), "hi")
+        assert [p for p in mine.of("progress") if p["type"] == "queued"]
+        assert mine.done["status"] == "success"
+        await first
+
+
+async def test_full_queue_is_429_and_waiting_has_a_timeout(
+    database_url: URL, tmp_path: Path, wire: str
+) -> None:
+    async with _service(
+        database_url, tmp_path, max_concurrent_runs=1, max_queued_runs=1, run_queue_timeout=0.5
+    ) as client:
+        tenant = await create_tenant(client, "acme")
+        cids = [await new_conversation(client, tenant) for _ in range(3)]
+        first = asyncio.create_task(stream_turn(client, tenant, cids[0], "scenario:slow:400"))
+        await _wait_running(client, tenant, cids[0])
+        waiting = asyncio.create_task(stream_turn(client, tenant, cids[1], "I will wait"))
+        for _ in range(200):
+            if (
+                await client.get(
+                    tenant.url(f"/conversations/{cids[1]}/messages"), headers=tenant.headers
+                )
+            ).json()["total"]:
+                break
+            await asyncio.sleep(0.01)
+        refused = await client.post(
+            tenant.url(f"/conversations/{cids[2]}/stream"),
+            json={"user_input": "me too"},
+            headers=tenant.headers,
+        )
+        assert_error(refused, 429, "QUEUE_FULL")
+        timed_out: Stream = await waiting
+        (error,) = timed_out.of("error")
+        assert error["error_type"] == "queue_timeout" and error["recoverable"] is True
+        assert timed_out.done["status"] == "error"
+        run = (
+            await client.get(
+                tenant.url(f"/runs/{timed_out.done['run_id']}"), headers=tenant.headers
+            )
+        ).json()
+        assert run["status"] == "failed" and run["error_type"] == "queue_timeout"
+        assert (await first).done["status"] == "success"
+        assert (await client.get("/api/models", headers=ADMIN)).status_code == 200

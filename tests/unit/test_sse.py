@@ -44,3 +44,17 @@ def test_event_data_carries_seq_timestamp_and_run_id() -> None:
 
     event = asyncio.run(scenario())
     assert event["seq"] == 1 and set(event["data"]) == {"title", "seq", "timestamp", "run_id"}
+
+
+async def test_a_follower_ahead_of_the_log_waits_for_a_new_event() -> None:
+    log = RunEventLog(uuid.uuid4(), "acme", _NoDatabase())  # type: ignore[arg-type]
+    log._flusher.cancel()
+    waiting = asyncio.create_task(log.after(2, wait_seconds=5))
+    await asyncio.sleep(0)
+    log.emit("progress", {"type": "setup", "message": "one"})
+    log.emit("title", {"title": "two"})
+    await asyncio.sleep(0.01)
+    assert not waiting.done()  # events 1 and 2 are not news to a follower at seq 2
+    log.emit("init", {"session_id": "s"})
+    batch = await asyncio.wait_for(waiting, 1)
+    assert batch is not None and [e["seq"] for e in batch] == [3]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -63,12 +64,18 @@ class RunEventLog:
     async def after(self, seq: int, wait_seconds: float) -> list[dict[str, Any]] | None:
         """The events after `seq`, waiting up to `wait_seconds` for one: [] when none came in
         time, None when the log is closed and has nothing more."""
-        if seq >= len(self.events) and not self.closed:
+        deadline = time.monotonic() + wait_seconds
+        # A follower that re-attached ahead of the log (seq beyond what exists yet) is woken
+        # by events it has already seen: it waits on until one is new to it, or time is up.
+        while seq >= len(self.events) and not self.closed:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
             if self._changed is None:
                 self._changed = asyncio.Event()
             changed = self._changed
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), wait_seconds)
+                await asyncio.wait_for(changed.wait(), remaining)
         if seq < len(self.events):
             return self.events[seq:]
         return None if self.closed else []

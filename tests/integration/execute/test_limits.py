@@ -67,7 +67,7 @@ async def test_a_run_over_the_global_limit_waits_then_runs(
             await new_conversation(client, tenant),
             await new_conversation(client, tenant),
         )
-        first = asyncio.create_task(stream_turn(client, tenant, first_cid, "scenario:slow:100"))
+        first = asyncio.create_task(stream_turn(client, tenant, first_cid, "scenario:slow:400"))
         await _wait_running(client, tenant, first_cid)
         second = await stream_turn(client, tenant, second_cid, "Me next")
         queued = [p for p in second.of("progress") if p["type"] == "queued"]
@@ -83,7 +83,7 @@ async def test_the_tenant_limit_applies_per_tenant(
         tenant = await create_tenant(client, "acme", settings={"max_concurrent_runs": 1})
         other = await create_tenant(client, "globex")
         first_cid = await new_conversation(client, tenant)
-        first = asyncio.create_task(stream_turn(client, tenant, first_cid, "scenario:slow:100"))
+        first = asyncio.create_task(stream_turn(client, tenant, first_cid, "scenario:slow:400"))
         await _wait_running(client, tenant, first_cid)
         # Another tenant is not held up...
         elsewhere = await stream_turn(client, other, await new_conversation(client, other), "hi")

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     max_concurrent_runs: int = Field(default=10, ge=1)
     max_queued_runs: int = Field(default=100, ge=0)
     run_queue_timeout: float = Field(default=120.0, gt=0)
+    # At start, mark runs left queued/running by a crashed process as interrupted. Right
+    # for one service process per database; turn off where several share one.
+    recover_runs_on_start: bool = True
     # On shutdown, how long running runs may go on before they are cancelled.
     shutdown_timeout: float = Field(default=30.0, ge=0)
 

@@ -17,6 +17,7 @@ from app.config import ModelProvider, Settings
 from app.errors import install_error_handlers
 from app.log_config import configure_logging
 from app.middleware import RequestContextMiddleware
+from app.services import runs
 from app.services.execute.executor import RunExecutor
 from app.services.execute.offline_model import OfflineModelServer
 from app.services.execute.options import install_launcher
@@ -38,6 +39,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.engine = engine
     app.state.sessionmaker = db.create_sessionmaker(engine)
     app.state.schema_head = ScriptDirectory.from_config(db.alembic_config(url)).get_current_head()
+    if settings.recover_runs_on_start:
+        async with app.state.sessionmaker() as session, session.begin():
+            interrupted = await runs.interrupt_abandoned(session)
+        if interrupted:
+            log.warning("runs_interrupted_at_start", count=interrupted)
     offline_model = None
     if settings.provider is ModelProvider.OFFLINE:
         offline_model = OfflineModelServer()

@@ -80,7 +80,7 @@ def upgrade() -> None:
         sa.Column("cache_read_tokens", sa.BigInteger(), nullable=False),
         sa.Column("cost_usd", sa.Numeric(precision=18, scale=6), nullable=False),
         sa.CheckConstraint(
-            "status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')",
+            "status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled', 'interrupted')",
             name=op.f("ck_runs_status"),
         ),
         sa.ForeignKeyConstraint(

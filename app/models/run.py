@@ -12,7 +12,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base
 
-RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
 ACTIVE_RUN_STATUSES = ("queued", "running")
 
 
@@ -31,7 +31,8 @@ class Run(TokenCounts, Base):
     __tablename__ = "runs"
     __table_args__ = (
         CheckConstraint(
-            "status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')", name="status"
+            "status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled', 'interrupted')",
+            name="status",
         ),
         # One run at a time per conversation, whatever races the API loses.
         Index(

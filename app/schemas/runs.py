@@ -66,7 +66,7 @@ class RunRead(ReadSchema):
     conversation_id: uuid.UUID
     user_id: str | None
     model_id: str
-    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
     user_input: str
     executor: dict[str, Any] | None
     preferred_skills: list[str] | None

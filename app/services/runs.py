@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -148,3 +149,40 @@ async def cancel_orphan(session: AsyncSession, run: Run) -> None:
         )
     )
     await session.flush()
+
+
+async def interrupt_abandoned(session: AsyncSession) -> int:
+    """Runs a crashed process left queued or running: mark them interrupted and end their
+    event logs with `error` and `done`, so no client waits for them forever. Called at
+    start-up, when this process is the only one running runs on this database."""
+    runs = list(
+        await session.scalars(
+            select(Run).where(Run.status.in_(ACTIVE_RUN_STATUSES)).with_for_update()
+        )
+    )
+    for run in runs:
+        run.status = "interrupted"
+        run.finished_at = func.now()
+        run.error_type = "interrupted"
+        run.error = "The service stopped while the run was in progress"
+        last = await session.scalar(
+            select(func.coalesce(func.max(RunEvent.seq), 0)).where(RunEvent.run_id == run.run_id)
+        )
+        now = datetime.now(UTC).isoformat()
+        endings: list[tuple[str, dict[str, Any]]] = [
+            ("error", {"error_type": "interrupted", "message": run.error, "recoverable": True}),
+            ("done", {"status": "error", "result": None, "session_id": run.session_id}),
+        ]
+        for offset, (kind, data) in enumerate(endings, start=1):
+            seq = (last or 0) + offset
+            session.add(
+                RunEvent(
+                    run_id=run.run_id,
+                    seq=seq,
+                    tenant_id=run.tenant_id,
+                    type=kind,
+                    data={**data, "seq": seq, "timestamp": now, "run_id": str(run.run_id)},
+                )
+            )
+    await session.flush()
+    return len(runs)

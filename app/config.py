@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     # At start, mark runs left queued/running by a crashed process as interrupted. Right
     # for one service process per database; turn off where several share one.
     recover_runs_on_start: bool = True
+    # The longest a run may take, start to end, before it is stopped.
+    run_timeout: float = Field(default=3600.0, gt=0)
     # On shutdown, how long running runs may go on before they are cancelled.
     shutdown_timeout: float = Field(default=30.0, ge=0)
 

@@ -60,6 +60,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             launcher=install_launcher(settings.data_dir),
             session_store=PostgresSessionStore(app.state.sessionmaker),
             max_retries=settings.model_max_retries,
+            run_timeout=settings.run_timeout,
         ),
         max_running=settings.max_concurrent_runs,
         max_queued=settings.max_queued_runs,

@@ -32,6 +32,8 @@ class RunEventLog:
         self.tenant_id = tenant_id
         self.events: list[dict[str, Any]] = []
         self.closed = False
+        # The run is recording its end: a cancel now would only cut that short.
+        self.finishing = False
         self._sessionmaker = sessionmaker
         self._pending: list[dict[str, Any]] = []
         # Set when a follower waits for news; emit() wakes followers only then, so a fast
@@ -92,9 +94,17 @@ class RunEventLog:
         """Write what is pending, stop the flusher, and release the followers."""
         self.closed = True
         self._flush_wanted.set()
-        await self._flusher
-        await self._flush()
-        self._wake()
+        try:
+            await self._flusher
+            for attempt in range(3):
+                try:
+                    await self._flush()
+                    break
+                except Exception:
+                    log.exception("run_events_final_flush_failed", run_id=self._run_id_text)
+                    await asyncio.sleep(0.5 * (attempt + 1))
+        finally:
+            self._wake()
 
     async def _flush_loop(self) -> None:
         while not self.closed:

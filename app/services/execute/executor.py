@@ -48,7 +48,8 @@ class RunExecutor:
             await self.slots.acquire(tenant_id, tenant_limit, self.queue_timeout, queued)
         except QueueTimeoutError:
             message = f"No run slot became free within {self.queue_timeout:g} s"
-            await end_unstarted(self.ctx, run_id, events, error=("queue_timeout", message, True))
+            ending = end_unstarted(self.ctx, run_id, events, error=("queue_timeout", message, True))
+            await asyncio.shield(ending)
             return
         except asyncio.CancelledError:
             await asyncio.shield(end_unstarted(self.ctx, run_id, events, cancelled=True))
@@ -68,8 +69,9 @@ class RunExecutor:
         entry = self._runs.get(run_id)
         if entry is None:
             return False
-        task = entry[0]
-        task.cancel()
+        task, events = entry
+        if not events.finishing:
+            task.cancel()
         await asyncio.wait([task], timeout=wait_seconds)
         return True
 

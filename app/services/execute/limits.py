@@ -61,7 +61,8 @@ class RunSlots:
             return
         waiter = _Waiter(tenant_id, tenant_limit, on_position)
         self.waiting.append(waiter)
-        self._tell_positions()
+        # Those ahead may be held only by their own tenant's limit: this one may fit now.
+        self._grant()
         try:
             await asyncio.wait_for(asyncio.shield(waiter.granted), wait_seconds)
         except BaseException as exc:

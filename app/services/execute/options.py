@@ -18,17 +18,28 @@ from app.services.execute.providers import Provider
 from app.services.execute.session_store import PostgresSessionStore
 
 # Variables the CLI may keep besides those the service sets: locale, time zone, the
-# SDK's own (CLAUDE_CODE_*, CLAUDE_AGENT_*) and the working directory.
-_BASE_VARIABLES = ("PATH", "LANG", "LC_ALL", "TZ", "PWD", "TRACEPARENT", "TRACESTATE")
+# working directory, and those the SDK itself sets for its CLI.
+_BASE_VARIABLES = (
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "PWD",
+    "TRACEPARENT",
+    "TRACESTATE",
+    "CLAUDE_CODE_ENTRYPOINT",
+    "CLAUDE_AGENT_SDK_VERSION",
+    "CLAUDE_AGENT_SDK_CLIENT_APP",
+    "CLAUDE_AGENT_SDK_DERIVED_CLIENT_APP",
+    "CLAUDE_CODE_SDK_READS_SESSION_STATE",
+    "CLAUDE_CODE_ENABLE_SDK_FILE_CHECKPOINTING",
+)
 _LAUNCHER = """#!/bin/sh
-# Starts the bundled Claude Code CLI with only the variables named in CMAB_AGENT_ENV
-# (plus the SDK's CLAUDE_CODE_* / CLAUDE_AGENT_*): no database URL, keys or secrets.
+# Starts the bundled Claude Code CLI with only the variables named in CMAB_AGENT_ENV:
+# no database URL, keys or secrets of the service, nor the host's Claude credentials.
 cli="$CMAB_AGENT_CLI"
 allowed=" $CMAB_AGENT_ENV "
 for name in $(env | sed -n 's/^\\([A-Za-z_][A-Za-z0-9_]*\\)=.*/\\1/p'); do
-  case "$name" in
-    CLAUDE_CODE_*|CLAUDE_AGENT_*) continue ;;
-  esac
   case "$allowed" in
     *" $name "*) ;;
     *) unset "$name" ;;

@@ -41,6 +41,12 @@ def make_policy(workspace: Path, *, bash_enabled: bool) -> CanUseTool:
     ) -> PermissionResultAllow | PermissionResultDeny:
         if tool_name in _SHELL_TOOLS and not bash_enabled:
             return PermissionResultDeny(message="Shell commands are disabled for this tenant.")
+        pattern = tool_input.get("pattern")
+        absolute_glob = tool_name == "Glob" and isinstance(pattern, str) and pattern.startswith("/")
+        if absolute_glob and not inside(root, str(pattern).split("*", 1)[0] or "/"):
+            return PermissionResultDeny(
+                message="Glob may only search inside the conversation workspace."
+            )
         for key in _PATH_KEYS:
             value = tool_input.get(key)
             if isinstance(value, str) and value and not inside(root, value):

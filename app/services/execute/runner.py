@@ -45,6 +45,7 @@ class ExecutionContext:
     launcher: Path
     session_store: PostgresSessionStore
     max_retries: int
+    run_timeout: float = 3600.0
 
 
 @dataclass
@@ -59,6 +60,7 @@ class RunState:
     # Usage seen in the stream, by model: what is counted if no result ever comes.
     streamed: dict[str, Tokens] = field(default_factory=dict)
     streaming_model: str = ""
+    counted_messages: set[str | None] = field(default_factory=set)
 
     def finished(self) -> bool:
         """A result came, and no background task or injected turn is left for this run."""
@@ -165,7 +167,8 @@ async def execute_run(ctx: ExecutionContext, run_id: uuid.UUID, events: RunEvent
         state.cancelled = True
         await asyncio.shield(_finish(ctx, run, model, catalog, translator, events, state, started))
         raise
-    await _finish(ctx, run, model, catalog, translator, events, state, started)
+    # Shielded: a cancel that lands while the run is being recorded must not cut it short.
+    await asyncio.shield(_finish(ctx, run, model, catalog, translator, events, state, started))
 
 
 async def _begin(
@@ -208,34 +211,41 @@ async def _drive(
     events: RunEventLog,
     state: RunState,
 ) -> None:
-    options = build_options(
-        setup,
-        data_dir=ctx.data_dir,
-        provider=ctx.provider,
-        launcher=ctx.launcher,
-        session_store=ctx.session_store,
-        max_retries=ctx.max_retries,
-    )
-    client = ClaudeSDKClient(options)
+    client: ClaudeSDKClient | None = None
     try:
-        await client.connect()
-        await client.query(run.user_input)
-        async for message in client.receive_messages():
-            out = translator.translate(message)
-            for event_type, data in out.events:
-                events.emit(event_type, data)
-            if out.messages or out.tool_starts or out.tool_ends:
-                await recorder.record(out)
-            _track(message, state)
-            if state.finished():
-                break
+        options = build_options(
+            setup,
+            data_dir=ctx.data_dir,
+            provider=ctx.provider,
+            launcher=ctx.launcher,
+            session_store=ctx.session_store,
+            max_retries=ctx.max_retries,
+        )
+        client = ClaudeSDKClient(options)
+        # However the agent behaves (a notification turn that never comes, say), a run ends.
+        async with asyncio.timeout(ctx.run_timeout):
+            await client.connect()
+            await client.query(run.user_input)
+            async for message in client.receive_messages():
+                out = translator.translate(message)
+                for event_type, data in out.events:
+                    events.emit(event_type, data)
+                if out.messages or out.tool_starts or out.tool_ends:
+                    await recorder.record(out)
+                _track(message, state)
+                if state.finished():
+                    break
     except asyncio.CancelledError:
         raise
-    except Exception as exc:
-        log.warning("run_agent_failed", run_id=str(run.run_id), error_type=type(exc).__name__)
-        state.failure = ("agent_error", f"The agent stopped unexpectedly: {exc}", False)
+    except TimeoutError:
+        state.failure = ("run_timeout", f"The run took longer than {ctx.run_timeout:g} s", False)
+    except Exception:
+        # The details (paths, CLI output) go to the log, not to the client.
+        log.warning("run_agent_failed", run_id=str(run.run_id), exc_info=True)
+        state.failure = ("agent_error", "The agent stopped unexpectedly", False)
     finally:
-        await asyncio.shield(_disconnect(client))
+        if client is not None:
+            await asyncio.shield(_disconnect(client))
 
 
 async def _disconnect(client: ClaudeSDKClient) -> None:
@@ -273,8 +283,15 @@ def _track(message: Any, state: RunState) -> None:
             state.failure = _result_failure(message)
         elif not message.is_error:
             state.failure = None
-    elif isinstance(message, AssistantMessage) and message.parent_tool_use_id and message.usage:
+    elif (
+        isinstance(message, AssistantMessage)
+        and message.parent_tool_use_id
+        and message.usage
+        # One model message arrives as one SDK message per block, each with the same usage.
+        and message.message_id not in state.counted_messages
+    ):
         # Sub-agent calls are not streamed: their start usage is all there is before a result.
+        state.counted_messages.add(message.message_id)
         usage = Tokens.from_api_usage(message.usage)
         state.streamed[message.model] = state.streamed.get(message.model, Tokens()) + usage
 
@@ -314,6 +331,7 @@ async def _finish(
     state: RunState,
     started: float,
 ) -> None:
+    events.finishing = True
     duration_ms = int((time.monotonic() - started) * 1000)
     if state.cancelled:
         status, run_status = "cancelled", "cancelled"
@@ -436,6 +454,7 @@ async def end_unstarted(
 ) -> None:
     """A run that never reached the agent: cancelled while waiting or starting, timed out
     in the queue, or failed to start. `error` is (error_type, message, recoverable)."""
+    events.finishing = True
     values: dict[str, Any] = (
         {"status": "cancelled"}
         if cancelled or error is None

@@ -132,3 +132,18 @@ async def test_full_queue_is_429_and_waiting_has_a_timeout(
         assert run["status"] == "failed" and run["error_type"] == "queue_timeout"
         assert (await first).done["status"] == "success"
         assert (await client.get("/api/models", headers=ADMIN)).status_code == 200
+
+
+async def test_a_run_has_a_deadline(database_url: URL, tmp_path: Path, wire: str) -> None:
+    async with _service(database_url, tmp_path, run_timeout=2) as client:
+        tenant = await create_tenant(client, "acme")
+        stream = await stream_turn(
+            client, tenant, await new_conversation(client, tenant), "scenario:slow:1000"
+        )
+        (error,) = stream.of("error")
+        assert error["error_type"] == "run_timeout"
+        assert stream.done["status"] == "error"
+        run = (
+            await client.get(tenant.url(f"/runs/{stream.done['run_id']}"), headers=tenant.headers)
+        ).json()
+        assert run["status"] == "failed" and run["error_type"] == "run_timeout"

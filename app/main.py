@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 import structlog
 from alembic.script import ScriptDirectory
 from fastapi import FastAPI
+from sqlalchemy.exc import SQLAlchemyError
 
 from app import db
 from app.api import api_keys, conversations, execute, health, models, tenants
@@ -40,10 +41,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.sessionmaker = db.create_sessionmaker(engine)
     app.state.schema_head = ScriptDirectory.from_config(db.alembic_config(url)).get_current_head()
     if settings.recover_runs_on_start:
-        async with app.state.sessionmaker() as session, session.begin():
-            interrupted = await runs.interrupt_abandoned(session)
-        if interrupted:
-            log.warning("runs_interrupted_at_start", count=interrupted)
+        try:
+            async with app.state.sessionmaker() as session, session.begin():
+                interrupted = await runs.interrupt_abandoned(session)
+            if interrupted:
+                log.warning("runs_interrupted_at_start", count=interrupted)
+        except (SQLAlchemyError, OSError) as exc:
+            # Not migrated yet, or unreachable: /health/ready says so; start anyway.
+            log.warning("run_recovery_skipped", error_type=type(exc).__name__)
     offline_model = None
     if settings.provider is ModelProvider.OFFLINE:
         offline_model = OfflineModelServer()

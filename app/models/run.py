@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, Text, func, text
+from sqlalchemy.dialects.postgresql import JSON
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base
@@ -81,7 +82,8 @@ class RunEvent(Base):
         ForeignKey("tenants.tenant_id", ondelete="CASCADE"), index=True
     )
     type: Mapped[str] = mapped_column(String(32))
-    data: Mapped[dict[str, Any]]
+    # json, not jsonb: written fast, read back whole, never queried inside.
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 

@@ -125,29 +125,33 @@ def check_cancellable(run: Run) -> None:
         raise ConflictError(f"The run has already ended ({run.status})", code="RUN_FINISHED")
 
 
+async def _append_ending(
+    session: AsyncSession, run: Run, endings: list[tuple[str, dict[str, Any]]]
+) -> None:
+    """Add the last events of a run whose executor is gone, after its stored ones."""
+    last = await session.scalar(
+        select(func.coalesce(func.max(RunEvent.seq), 0)).where(RunEvent.run_id == run.run_id)
+    )
+    now = datetime.now(UTC).isoformat()
+    for offset, (kind, data) in enumerate(endings, start=1):
+        seq = (last or 0) + offset
+        session.add(
+            RunEvent(
+                run_id=run.run_id,
+                seq=seq,
+                tenant_id=run.tenant_id,
+                type=kind,
+                data={**data, "seq": seq, "timestamp": now, "run_id": str(run.run_id)},
+            )
+        )
+
+
 async def cancel_orphan(session: AsyncSession, run: Run) -> None:
     """Cancel a run marked active that no executor here runs (its worker is gone): record
     it as cancelled and end its event log, so no client waits for it forever."""
     run.status = "cancelled"
     run.finished_at = func.now()
-    seq = await session.scalar(
-        select(func.coalesce(func.max(RunEvent.seq), 0)).where(RunEvent.run_id == run.run_id)
-    )
-    session.add(
-        RunEvent(
-            run_id=run.run_id,
-            seq=(seq or 0) + 1,
-            tenant_id=run.tenant_id,
-            type="done",
-            data={
-                "status": "cancelled",
-                "result": None,
-                "seq": (seq or 0) + 1,
-                "timestamp": datetime.now(UTC).isoformat(),
-                "run_id": str(run.run_id),
-            },
-        )
-    )
+    await _append_ending(session, run, [("done", {"status": "cancelled", "result": None})])
     await session.flush()
 
 
@@ -165,24 +169,13 @@ async def interrupt_abandoned(session: AsyncSession) -> int:
         run.finished_at = func.now()
         run.error_type = "interrupted"
         run.error = "The service stopped while the run was in progress"
-        last = await session.scalar(
-            select(func.coalesce(func.max(RunEvent.seq), 0)).where(RunEvent.run_id == run.run_id)
+        await _append_ending(
+            session,
+            run,
+            [
+                ("error", {"error_type": "interrupted", "message": run.error, "recoverable": True}),
+                ("done", {"status": "error", "result": None, "session_id": run.session_id}),
+            ],
         )
-        now = datetime.now(UTC).isoformat()
-        endings: list[tuple[str, dict[str, Any]]] = [
-            ("error", {"error_type": "interrupted", "message": run.error, "recoverable": True}),
-            ("done", {"status": "error", "result": None, "session_id": run.session_id}),
-        ]
-        for offset, (kind, data) in enumerate(endings, start=1):
-            seq = (last or 0) + offset
-            session.add(
-                RunEvent(
-                    run_id=run.run_id,
-                    seq=seq,
-                    tenant_id=run.tenant_id,
-                    type=kind,
-                    data={**data, "seq": seq, "timestamp": now, "run_id": str(run.run_id)},
-                )
-            )
     await session.flush()
     return len(runs)

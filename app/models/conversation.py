@@ -19,8 +19,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, TimestampMixin
 
-CONVERSATION_STATUSES = ("active", "archived")
-
 
 class Conversation(TimestampMixin, Base):
     __tablename__ = "conversations"

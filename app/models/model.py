@@ -9,8 +9,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, TimestampMixin
 
-MODEL_STATUSES = ("active", "deprecated")
-
 
 class CatalogModel(TimestampMixin, Base):
     __tablename__ = "models"

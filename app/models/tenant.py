@@ -11,8 +11,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, TimestampMixin
 
-TENANT_STATUSES = ("active", "inactive")
-
 
 class Tenant(TimestampMixin, Base):
     __tablename__ = "tenants"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints
 
@@ -96,7 +96,3 @@ class ApiKeyCreated(ReadSchema):
     prefix: str
     name: str
     created_at: datetime
-
-
-def settings_to_json(settings: TenantSettings) -> dict[str, Any]:
-    return settings.model_dump(mode="json")

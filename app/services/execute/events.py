@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -81,14 +80,6 @@ class RunEventLog:
         if seq < len(self.events):
             return self.events[seq:]
         return None if self.closed else []
-
-    async def follow(self, after: int = 0) -> AsyncIterator[dict[str, Any]]:
-        """Every event after seq `after`, then each new one, until the log closes."""
-        position = after
-        while (batch := await self.after(position, wait_seconds=3600)) is not None:
-            for event in batch:
-                yield event
-            position += len(batch)
 
     async def close(self) -> None:
         """Write what is pending, stop the flusher, and release the followers."""

@@ -97,7 +97,6 @@ class Translator:
         self.session_id: str | None = None
         # Input-side tokens of the main agent's latest model call: its context size.
         self.context_tokens = 0
-        self.text_blocks = 0
 
     def translate(self, message: Any) -> Output:
         out = Output()
@@ -180,8 +179,6 @@ class Translator:
                 int(usage.get(k) or 0)
                 for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
             )
-        elif kind == "content_block_start" and event.get("content_block", {}).get("type") == "text":
-            self.text_blocks += 1
         elif kind == "content_block_delta":
             delta = event.get("delta", {})
             if delta.get("type") == "text_delta":

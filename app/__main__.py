@@ -23,6 +23,9 @@ def main() -> None:
         port=settings.port,
         log_level=settings.log_level.lower(),
         access_log=False,
+        # Open streams may run this long after a stop signal; then the runs themselves
+        # get SHUTDOWN_TIMEOUT more before they are cancelled.
+        timeout_graceful_shutdown=max(1, int(settings.shutdown_timeout)),
     )
 
 

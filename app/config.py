@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     run_timeout: float = Field(default=3600.0, gt=0)
     # On shutdown, how long running runs may go on before they are cancelled.
     shutdown_timeout: float = Field(default=30.0, ge=0)
+    # After a turn the conversation's agent process stays up this long, so the next turn
+    # skips start-up and resume; at most MAX_WARM_SESSIONS are kept (LRU). 0 turns it off.
+    session_idle_seconds: float = Field(default=120.0, ge=0)
+    max_warm_sessions: int = Field(default=20, ge=0)
 
     @field_validator("admin_api_keys", mode="before")
     @classmethod

@@ -25,6 +25,7 @@ from app.services.execute.options import install_launcher
 from app.services.execute.providers import resolve_provider
 from app.services.execute.runner import ExecutionContext
 from app.services.execute.session_store import PostgresSessionStore
+from app.services.execute.warm import WarmSessions
 
 log = structlog.get_logger(__name__)
 
@@ -65,6 +66,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             launcher=install_launcher(settings.data_dir),
             session_store=PostgresSessionStore(app.state.sessionmaker),
             max_retries=settings.model_max_retries,
+            warm=WarmSessions(settings.max_warm_sessions, settings.session_idle_seconds),
             run_timeout=settings.run_timeout,
         ),
         max_running=settings.max_concurrent_runs,

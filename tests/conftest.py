@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -29,9 +30,37 @@ from app import db
 from app.config import Settings
 from app.db import alembic_config, recreate_database, start_embedded_postgres, to_async_url
 from app.main import create_app
+from app.services.execute.options import bundled_cli
 
 ADMIN_KEY = "test-admin-key-0123456789abcdef0123456789"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def agent_cli_processes(since: float) -> list[psutil.Process]:
+    """The bundled agent CLI's processes started since `since` (epoch seconds), wherever
+    they ended up in the process tree."""
+    cli = str(bundled_cli())
+    found = []
+    for process in psutil.process_iter(["cmdline", "create_time"]):
+        cmdline = process.info["cmdline"] or []
+        if cmdline and cmdline[0] == cli and process.info["create_time"] >= since:
+            found.append(process)
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_agent_process_outlives_the_suite() -> Iterator[None]:
+    """Counted at the end: every CLI process a test started has ended."""
+    started = time.time() - 1
+    yield
+    leftovers = agent_cli_processes(started)
+    for _ in range(50):  # a process told to end may take a moment
+        if not leftovers:
+            break
+        time.sleep(0.1)
+        leftovers = [p for p in leftovers if p.is_running() and p.status() != "zombie"]
+    print(f"\nAgent CLI processes left after the suite: {len(leftovers)}")
+    assert not leftovers, [p.info["cmdline"] for p in leftovers]
 
 
 @pytest.fixture(scope="session")

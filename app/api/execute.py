@@ -14,7 +14,7 @@ from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
 from app.api.deps import CurrentScope, DbSession, HeaderUserId, get_settings
-from app.errors import UnprocessableError, error_responses
+from app.errors import ServiceUnavailableError, UnprocessableError, error_responses
 from app.models import RunEvent
 from app.schemas.runs import RunRead, StreamRequest, run_read
 from app.services import runs as service
@@ -80,6 +80,8 @@ async def stream(
     """Run the agent on the user's input and stream what it does. The run belongs to the
     service, not to this connection: a client that goes away does not stop it."""
     executor: RunExecutor = request.app.state.executor
+    if executor.closing:
+        raise ServiceUnavailableError("The service is shutting down; try again shortly")
     tenant_limit = await service.tenant_run_limit(session, scope)
     if executor.must_refuse(scope.tenant_id, tenant_limit):
         raise service.queue_full()

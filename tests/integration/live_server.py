@@ -1,13 +1,15 @@
-"""A real Uvicorn server on a free loopback port, run in a thread, for tests that need
-real HTTP (fuzzing now; streaming and disconnects later)."""
+"""A real Uvicorn server on a free loopback port, for tests that need real HTTP: in a
+thread of its own (with the app's lifespan), or in the test's own event loop (serving
+an app whose lifespan the test already runs, so the test can reach its state)."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 import uvicorn
 from fastapi import FastAPI
@@ -39,3 +41,30 @@ def serve(app: FastAPI, *, startup_timeout: float = 30.0) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@asynccontextmanager
+async def serve_in_loop(app: FastAPI) -> AsyncIterator[str]:
+    """Serve `app` from this event loop until the block ends; yields its base URL."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="off",
+            timeout_graceful_shutdown=10,
+        )
+    )
+    task = asyncio.create_task(server.serve(), name=f"uvicorn-{port}")
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("the test server did not start")
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task

@@ -33,6 +33,9 @@ class RunEventLog:
         self.closed = False
         # The run is recording its end: a cancel now would only cut that short.
         self.finishing = False
+        # Why the run is being cancelled, when not at a user's request:
+        # (error_type, message, recoverable), recorded with the run and sent as `error`.
+        self.cancel_reason: tuple[str, str, bool] | None = None
         self._sessionmaker = sessionmaker
         self._pending: list[dict[str, Any]] = []
         # Set when a follower waits for news; emit() wakes followers only then, so a fast

@@ -1,5 +1,6 @@
 """The executor owns running agent runs: it starts them as tasks of their own (not of
-the request that asked), keeps their live event logs, and stops them at shutdown."""
+the request that asked), keeps their live event logs, and stops them, and the warm
+sessions they leave, at shutdown."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from app.services.execute.runner import ExecutionContext, end_unstarted, execute
 
 log = structlog.get_logger(__name__)
 
+SHUTDOWN_REASON = ("shutdown", "The service shut down before the run finished", True)
+
 
 class RunExecutor:
     def __init__(
@@ -23,6 +26,8 @@ class RunExecutor:
         self.slots = RunSlots(max_running, max_queued)
         self.queue_timeout = queue_timeout
         self._runs: dict[uuid.UUID, tuple[asyncio.Task[None], RunEventLog]] = {}
+        # Set at shutdown: no new run starts.
+        self.closing = False
 
     def must_refuse(self, tenant_id: str, tenant_limit: int) -> bool:
         """A new run would have to wait, and the queue is full."""
@@ -30,9 +35,13 @@ class RunExecutor:
 
     def start(self, run_id: uuid.UUID, tenant_id: str, tenant_limit: int) -> RunEventLog:
         events = RunEventLog(run_id, tenant_id, self.ctx.sessionmaker)
-        task = asyncio.create_task(
-            self._run(run_id, tenant_id, tenant_limit, events), name=f"run-{run_id}"
+        # A run that slipped in as shutdown began ends at once, saying why.
+        work = (
+            end_unstarted(self.ctx, run_id, events, error=SHUTDOWN_REASON)
+            if self.closing
+            else self._run(run_id, tenant_id, tenant_limit, events)
         )
+        task = asyncio.create_task(work, name=f"run-{run_id}")
         self._runs[run_id] = (task, events)
         task.add_done_callback(lambda _: self._runs.pop(run_id, None))
         return events
@@ -52,7 +61,10 @@ class RunExecutor:
             await asyncio.shield(ending)
             return
         except asyncio.CancelledError:
-            await asyncio.shield(end_unstarted(self.ctx, run_id, events, cancelled=True))
+            ending = end_unstarted(
+                self.ctx, run_id, events, cancelled=True, error=events.cancel_reason
+            )
+            await asyncio.shield(ending)
             raise
         try:
             await execute_run(self.ctx, run_id, events)
@@ -76,14 +88,17 @@ class RunExecutor:
         return True
 
     async def shutdown(self, grace_seconds: float) -> None:
-        """Let running runs finish for up to `grace_seconds`, then cancel the rest; each
-        records itself as cancelled before it ends."""
-        tasks = [task for task, _ in self._runs.values()]
-        if not tasks:
-            return
-        _, pending = await asyncio.wait(tasks, timeout=grace_seconds)
-        for task in pending:
-            task.cancel()
-        if pending:
-            log.info("runs_cancelled_at_shutdown", count=len(pending))
-            await asyncio.gather(*pending, return_exceptions=True)
+        """Take no new runs; let running ones finish for up to `grace_seconds`, then cancel
+        the rest, each recorded as cancelled by the shutdown; then end the warm sessions."""
+        self.closing = True
+        runs = dict(self._runs.values())
+        if runs:
+            _, pending = await asyncio.wait(runs, timeout=grace_seconds)
+            for task in pending:
+                if not runs[task].finishing:
+                    runs[task].cancel_reason = SHUTDOWN_REASON
+                    task.cancel()
+            if pending:
+                log.info("runs_cancelled_at_shutdown", count=len(pending))
+                await asyncio.gather(*pending, return_exceptions=True)
+        await self.ctx.warm.close_all()

@@ -107,7 +107,9 @@ def build_options(
     env["CMAB_AGENT_CLI"] = str(bundled_cli())
     env["CMAB_AGENT_ENV"] = " ".join(allowed)
     return ClaudeAgentOptions(
-        system_prompt=setup.system_prompt,
+        # Not snapshotted: a resumed session gets the tenant's prompt as it is now, not
+        # the one its first turn recorded.
+        system_prompt={"type": "custom", "prompt": setup.system_prompt or "", "snapshot": False},
         model=setup.model,
         cwd=str(workspace),
         cli_path=str(launcher),

@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from claude_agent_sdk import AssistantMessage, ClaudeSDKClient, ResultMessage, StreamEvent
@@ -27,6 +29,7 @@ from app.services.execute.providers import Provider
 from app.services.execute.session_store import PostgresSessionStore
 from app.services.execute.translate import Output, Translator
 from app.services.execute.usage import Tokens, catalog_match
+from app.services.execute.warm import WarmSession, WarmSessions, close_client, shape_of
 
 log = structlog.get_logger(__name__)
 
@@ -45,6 +48,7 @@ class ExecutionContext:
     launcher: Path
     session_store: PostgresSessionStore
     max_retries: int
+    warm: WarmSessions
     run_timeout: float = 3600.0
 
 
@@ -61,6 +65,8 @@ class RunState:
     streamed: dict[str, Tokens] = field(default_factory=dict)
     streaming_model: str = ""
     counted_messages: set[str | None] = field(default_factory=set)
+    # The process's model_usage before this turn (a warm session has served others).
+    usage_before: dict[str, Tokens] = field(default_factory=dict)
 
     def finished(self) -> bool:
         """A result came, and no background task or injected turn is left for this run."""
@@ -130,16 +136,30 @@ class RunRecorder:
                 )
 
 
+@dataclass
+class _Start:
+    """A run as it begins: what it needs from the database, read in one transaction."""
+
+    run: Run
+    conversation: Conversation
+    model: CatalogModel
+    catalog: list[CatalogModel]
+    settings: TenantSettings
+    system_prompt: str | None
+    next_seq: int
+    title: str | None
+    previous_run_id: uuid.UUID | None
+
+
 async def execute_run(ctx: ExecutionContext, run_id: uuid.UUID, events: RunEventLog) -> None:
     """The whole life of a run after it was queued. Never raises but CancelledError."""
     started = time.monotonic()
     state = RunState()
     try:
-        run, conversation, model, catalog, settings, system_prompt, next_seq, title = await _begin(
-            ctx, run_id
-        )
+        begun = await _begin(ctx, run_id)
     except asyncio.CancelledError:
-        await asyncio.shield(end_unstarted(ctx, run_id, events, cancelled=True))
+        ending = end_unstarted(ctx, run_id, events, cancelled=True, error=events.cancel_reason)
+        await asyncio.shield(ending)
         raise
     except Exception:  # the run could not even start: say so, and mark it failed
         log.exception("run_start_failed", run_id=str(run_id))
@@ -147,35 +167,34 @@ async def execute_run(ctx: ExecutionContext, run_id: uuid.UUID, events: RunEvent
             ctx, run_id, events, error=("start_error", "The run could not start", False)
         )
         return
-    events.emit("progress", {"type": "setup", "message": "Starting the agent"})
-    if title:
-        events.emit("title", {"title": title})
-    translator = Translator(str(conversation.conversation_id))
-    recorder = RunRecorder(ctx, run, next_seq)
+    run, conversation = begun.run, begun.conversation
     setup = RunSetup(
         tenant_id=run.tenant_id,
         conversation_id=str(conversation.conversation_id),
-        system_prompt=system_prompt,
-        model=ctx.provider.model_name(model),
-        max_turns=settings.max_turns,
-        bash_enabled=settings.bash_enabled,
+        system_prompt=begun.system_prompt,
+        model=ctx.provider.model_name(begun.model),
+        max_turns=begun.settings.max_turns,
+        bash_enabled=begun.settings.bash_enabled,
         resume=conversation.sdk_session_id,
     )
+    warm = ctx.warm.take(setup.conversation_id, setup, begun.previous_run_id)
+    message = "Continuing the agent's session" if warm else "Starting the agent"
+    events.emit("progress", {"type": "setup", "message": message})
+    if begun.title:
+        events.emit("title", {"title": begun.title})
+    translator = Translator(setup.conversation_id)
+    recorder = RunRecorder(ctx, run, begun.next_seq)
     try:
-        await _drive(ctx, setup, run, translator, recorder, events, state)
+        await _drive(ctx, setup, run, warm, translator, recorder, events, state)
     except asyncio.CancelledError:
         state.cancelled = True
-        await asyncio.shield(_finish(ctx, run, model, catalog, translator, events, state, started))
+        await asyncio.shield(_finish(ctx, begun, translator, events, state, started))
         raise
     # Shielded: a cancel that lands while the run is being recorded must not cut it short.
-    await asyncio.shield(_finish(ctx, run, model, catalog, translator, events, state, started))
+    await asyncio.shield(_finish(ctx, begun, translator, events, state, started))
 
 
-async def _begin(
-    ctx: ExecutionContext, run_id: uuid.UUID
-) -> tuple[
-    Run, Conversation, CatalogModel, list[CatalogModel], TenantSettings, str | None, int, str | None
-]:
+async def _begin(ctx: ExecutionContext, run_id: uuid.UUID) -> _Start:
     async with ctx.sessionmaker() as session, session.begin():
         run = await session.get_one(Run, run_id, with_for_update=True)
         conversation = await session.get_one(
@@ -183,22 +202,28 @@ async def _begin(
         )
         tenant = await session.get_one(Tenant, run.tenant_id)
         catalog = list(await session.scalars(select(CatalogModel)))
-        model = next(m for m in catalog if m.model_id == run.model_id)
+        previous_run_id = await session.scalar(
+            select(Run.run_id)
+            .where(Run.conversation_id == run.conversation_id, Run.run_id != run_id)
+            .order_by(Run.created_at.desc())
+            .limit(1)
+        )
         next_seq = await next_message_seq(session, conversation.conversation_id)
         title = None
         if conversation.title is None:
             title = conversation.title = _title_from(run.user_input)
         run.status = "running"
         run.started_at = datetime.now(UTC)
-    return (
-        run,
-        conversation,
-        model,
-        catalog,
-        TenantSettings.model_validate(tenant.settings),
-        tenant.system_prompt,
-        next_seq,
-        title,
+    return _Start(
+        run=run,
+        conversation=conversation,
+        model=next(m for m in catalog if m.model_id == run.model_id),
+        catalog=catalog,
+        settings=TenantSettings.model_validate(tenant.settings),
+        system_prompt=tenant.system_prompt,
+        next_seq=next_seq,
+        title=title,
+        previous_run_id=previous_run_id,
     )
 
 
@@ -206,35 +231,45 @@ async def _drive(
     ctx: ExecutionContext,
     setup: RunSetup,
     run: Run,
+    warm: WarmSession | None,
     translator: Translator,
     recorder: RunRecorder,
     events: RunEventLog,
     state: RunState,
 ) -> None:
-    client: ClaudeSDKClient | None = None
+    """Run the turn on the warm session, or on a new CLI process; keep the session warm
+    afterwards if the turn ended well, else end its process."""
+    session = warm
+    keep = False
     try:
-        options = build_options(
-            setup,
-            data_dir=ctx.data_dir,
-            provider=ctx.provider,
-            launcher=ctx.launcher,
-            session_store=ctx.session_store,
-            max_retries=ctx.max_retries,
-        )
-        client = ClaudeSDKClient(options)
         # However the agent behaves (a notification turn that never comes, say), a run ends.
         async with asyncio.timeout(ctx.run_timeout):
-            await client.connect()
-            await client.query(run.user_input)
-            async for message in client.receive_messages():
-                out = translator.translate(message)
-                for event_type, data in out.events:
-                    events.emit(event_type, data)
-                if out.messages or out.tool_starts or out.tool_ends:
-                    await recorder.record(out)
-                _track(message, state)
-                if state.finished():
-                    break
+            if session is None:
+                options = build_options(
+                    setup,
+                    data_dir=ctx.data_dir,
+                    provider=ctx.provider,
+                    launcher=ctx.launcher,
+                    session_store=ctx.session_store,
+                    max_retries=ctx.max_retries,
+                )
+                session = WarmSession(ClaudeSDKClient(options), shape_of(setup))
+                await session.client.connect()
+            state.usage_before = session.usage
+            await session.client.query(run.user_input)
+            # Closed when the turn ends: the session's next turn reads on from there.
+            stream = cast(AsyncGenerator[Any, None], session.client.receive_messages())
+            async with aclosing(stream) as messages:
+                async for message in messages:
+                    out = translator.translate(message)
+                    for event_type, data in out.events:
+                        events.emit(event_type, data)
+                    if out.messages or out.tool_starts or out.tool_ends:
+                        await recorder.record(out)
+                    _track(message, state)
+                    if state.finished():
+                        break
+        keep = state.finished() and state.failure is None and session.alive()
     except asyncio.CancelledError:
         raise
     except TimeoutError:
@@ -244,15 +279,13 @@ async def _drive(
         log.warning("run_agent_failed", run_id=str(run.run_id), exc_info=True)
         state.failure = ("agent_error", "The agent stopped unexpectedly", False)
     finally:
-        if client is not None:
-            await asyncio.shield(_disconnect(client))
-
-
-async def _disconnect(client: ClaudeSDKClient) -> None:
-    try:
-        await client.disconnect()
-    except Exception:
-        log.warning("agent_disconnect_failed", exc_info=True)
+        if session is not None and keep and state.result is not None:
+            session.last_run_id = run.run_id
+            session.session_id = translator.session_id
+            session.usage = _process_usage(state.result)
+            ctx.warm.put(setup.conversation_id, session)
+        elif session is not None:
+            await asyncio.shield(close_client(session.client, interrupt=True))
 
 
 def _track(message: Any, state: RunState) -> None:
@@ -310,38 +343,48 @@ def _result_failure(result: ResultMessage) -> tuple[str, str, bool]:
     return "model_error", f"The agent could not finish: {detail}", False
 
 
+def _process_usage(result: ResultMessage) -> dict[str, Tokens]:
+    """A result's model_usage: what the CLI process has used so far, by model."""
+    return {
+        name: Tokens.from_model_usage(dict(entry))
+        for name, entry in (result.model_usage or {}).items()
+    }
+
+
 def _usage_by_model(state: RunState) -> dict[str, tuple[Tokens, dict[str, Any]]]:
-    """Exact usage from the last result (model_usage is cumulative over the process, and
-    each run has a process of its own), else what the stream showed."""
+    """Exact usage from the last result (model_usage counts over the process's life, so
+    what it counted before this turn is taken off), else what the stream showed."""
     if state.result is not None and state.result.model_usage:
-        return {
-            name: (Tokens.from_model_usage(dict(entry)), dict(entry))
-            for name, entry in state.result.model_usage.items()
-        }
+        usage = {}
+        for name, entry in state.result.model_usage.items():
+            tokens = Tokens.from_model_usage(dict(entry)) - state.usage_before.get(name, Tokens())
+            if tokens.total_tokens:
+                usage[name] = (tokens, dict(entry))
+        return usage
     return {name: (tokens, {}) for name, tokens in state.streamed.items() if tokens.total_tokens}
 
 
 async def _finish(
     ctx: ExecutionContext,
-    run: Run,
-    model: CatalogModel,
-    catalog: list[CatalogModel],
+    begun: _Start,
     translator: Translator,
     events: RunEventLog,
     state: RunState,
     started: float,
 ) -> None:
+    run, model, catalog = begun.run, begun.model, begun.catalog
     events.finishing = True
     duration_ms = int((time.monotonic() - started) * 1000)
     if state.cancelled:
         status, run_status = "cancelled", "cancelled"
+        state.failure = events.cancel_reason  # why, if not the user's request
     elif state.failure is not None or state.result is None:
         status, run_status = "error", "failed"
         if state.failure is None:
             state.failure = ("agent_error", "The agent ended without a result", False)
     else:
         status, run_status = "success", "succeeded"
-    if state.failure is not None and not state.cancelled:
+    if state.failure is not None:
         error_type, message, recoverable = state.failure
         events.emit(
             "error", {"error_type": error_type, "message": message, "recoverable": recoverable}
@@ -373,18 +416,25 @@ async def _finish(
     try:
         async with ctx.sessionmaker() as session, session.begin():
             session.add_all(usage_rows)
-            if result_text:
-                seq = await next_message_seq(session, run.conversation_id)
-                session.add(
-                    Message(
-                        tenant_id=run.tenant_id,
-                        conversation_id=run.conversation_id,
-                        run_id=run.run_id,
-                        seq=seq,
-                        role="result",
-                        content=[{"type": "text", "text": result_text}],
+            # What the client saw of an answer cut short is kept, as is a final result.
+            endings: list[tuple[str, str | None]] = []
+            if status != "success":
+                endings.append(("assistant", translator.partial_text))
+            endings.append(("result", result_text))
+            seq = await next_message_seq(session, run.conversation_id)
+            for role, text in endings:
+                if text:
+                    session.add(
+                        Message(
+                            tenant_id=run.tenant_id,
+                            conversation_id=run.conversation_id,
+                            run_id=run.run_id,
+                            seq=seq,
+                            role=role,
+                            content=[{"type": "text", "text": text}],
+                        )
                     )
-                )
+                    seq += 1
             await session.execute(
                 update(Run)
                 .where(Run.run_id == run.run_id)
@@ -395,8 +445,8 @@ async def _finish(
                     session_id=session_id,
                     result=result_text,
                     num_turns=turns,
-                    error_type=state.failure[0] if state.failure and not state.cancelled else None,
-                    error=state.failure[1] if state.failure and not state.cancelled else None,
+                    error_type=state.failure[0] if state.failure else None,
+                    error=state.failure[1] if state.failure else None,
                     cost_usd=cost,
                     **{k: v for k, v in total.as_dict().items() if k != "total_tokens"},
                 )
@@ -453,13 +503,12 @@ async def end_unstarted(
     error: tuple[str, str, bool] | None = None,
 ) -> None:
     """A run that never reached the agent: cancelled while waiting or starting, timed out
-    in the queue, or failed to start. `error` is (error_type, message, recoverable)."""
+    in the queue, or failed to start. `error` is (error_type, message, recoverable): why
+    it failed, or why it was cancelled if not at the user's request."""
     events.finishing = True
-    values: dict[str, Any] = (
-        {"status": "cancelled"}
-        if cancelled or error is None
-        else {"status": "failed", "error_type": error[0], "error": error[1]}
-    )
+    values: dict[str, Any] = {"status": "cancelled" if cancelled else "failed"}
+    if error is not None:
+        values.update(error_type=error[0], error=error[1])
     try:
         async with ctx.sessionmaker() as session, session.begin():
             await session.execute(
@@ -467,12 +516,12 @@ async def end_unstarted(
             )
     except Exception:
         log.exception("run_end_record_failed", run_id=str(run_id))
-    if error is not None and not cancelled:
+    if error is not None:
         events.emit("error", {"error_type": error[0], "message": error[1], "recoverable": error[2]})
     events.emit(
         "done",
         {
-            "status": "error" if error is not None and not cancelled else "cancelled",
+            "status": "cancelled" if cancelled else "error",
             "result": None,
             "usage": Tokens().as_dict(),
             "cost_usd": "0.000000",

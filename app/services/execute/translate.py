@@ -97,6 +97,13 @@ class Translator:
         self.session_id: str | None = None
         # Input-side tokens of the main agent's latest model call: its context size.
         self.context_tokens = 0
+        # The main agent's text streamed since its last complete message: what the
+        # client has seen of an answer that may yet be cut short.
+        self._partial: list[str] = []
+
+    @property
+    def partial_text(self) -> str:
+        return "".join(self._partial)
 
     def translate(self, message: Any) -> Output:
         out = Output()
@@ -174,6 +181,7 @@ class Translator:
         kind = event.get("type")
         parent = message.parent_tool_use_id
         if kind == "message_start" and parent is None:
+            self._partial.clear()
             usage = event.get("message", {}).get("usage") or {}
             self.context_tokens = sum(
                 int(usage.get(k) or 0)
@@ -182,6 +190,8 @@ class Translator:
         elif kind == "content_block_delta":
             delta = event.get("delta", {})
             if delta.get("type") == "text_delta":
+                if parent is None:
+                    self._partial.append(delta.get("text", ""))
                 data = {"text": delta.get("text", ""), "index": event.get("index", 0)}
                 out.events.append(("text_delta", _with_parent(data, parent)))
             elif delta.get("type") == "thinking_delta":
@@ -191,6 +201,8 @@ class Translator:
 
     def _assistant(self, message: AssistantMessage, out: Output) -> None:
         parent = message.parent_tool_use_id
+        if parent is None:
+            self._partial.clear()
         blocks = [block_json(b) for b in message.content]
         out.messages.append(MessageRecord("assistant", blocks, parent, message.uuid))
         data = {"content_blocks": blocks, "model": message.model, "message_id": message.message_id}

@@ -1,21 +1,34 @@
-"""Helpers to run a turn through the API and read its SSE stream."""
+"""Helpers to run a turn through the API, read its SSE stream, re-attach to it, and
+find its agent process; and a whole service on a real Uvicorn server."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
+from fastapi import FastAPI
 from httpx_sse import aconnect_sse
+from sqlalchemy import URL
 
-from tests.conftest import TenantFixture
+from app.main import create_app
+from app.services.execute.options import workspace_dir
+from tests.conftest import TenantFixture, make_settings, reset_database
+from tests.integration.live_server import serve_in_loop
+
+Event = tuple[str, dict[str, Any]]
 
 
 @dataclass
 class Stream:
     status_code: int
-    events: list[tuple[str, dict[str, Any]]]
+    events: list[Event]
     ids: list[str]
 
     def of(self, kind: str) -> list[dict[str, Any]]:
@@ -39,7 +52,7 @@ async def stream_turn(
     **body: Any,
 ) -> Stream:
     url = tenant.url(f"/conversations/{conversation_id}/stream")
-    events: list[tuple[str, dict[str, Any]]] = []
+    events: list[Event] = []
     ids: list[str] = []
     async with aconnect_sse(
         client,
@@ -62,3 +75,65 @@ async def new_conversation(client: httpx.AsyncClient, tenant: TenantFixture, **b
     response = await client.post(tenant.url("/conversations"), json=body, headers=tenant.headers)
     assert response.status_code == 201, response.text
     return str(response.json()["conversation_id"])
+
+
+async def follow(
+    client: httpx.AsyncClient, tenant: TenantFixture, run_id: str, last_event_id: int | None = None
+) -> list[Event]:
+    """Re-attach to a run and read to its end."""
+    headers = dict(tenant.headers)
+    if last_event_id is not None:
+        headers["Last-Event-ID"] = str(last_event_id)
+    events = []
+    async with aconnect_sse(
+        client, "GET", tenant.url(f"/runs/{run_id}/events"), headers=headers, timeout=120
+    ) as source:
+        assert source.response.status_code == 200
+        async for sse in source.aiter_sse():
+            events.append((sse.event, json.loads(sse.data)))
+    return events
+
+
+async def wait_for_run(client: httpx.AsyncClient, tenant: TenantFixture, cid: str) -> str:
+    """The id of the conversation's first run, once it is recorded."""
+    for _ in range(400):
+        messages = (
+            await client.get(tenant.url(f"/conversations/{cid}/messages"), headers=tenant.headers)
+        ).json()
+        if messages["items"]:
+            return str(messages["items"][0]["run_id"])
+        await asyncio.sleep(0.025)
+    raise AssertionError("the run did not start")
+
+
+def agent_pids(data_dir: Path, tenant: TenantFixture, cid: str) -> list[int]:
+    """The agent CLI processes working in the conversation's workspace."""
+    workspace = str(workspace_dir(data_dir, tenant.tenant_id, cid))
+    return [p.pid for p in psutil.process_iter(["cwd"]) if p.info["cwd"] == workspace]
+
+
+async def gone(data_dir: Path, tenant: TenantFixture, cid: str, seconds: float = 5.0) -> bool:
+    """The conversation's agent process ends within `seconds`."""
+    for _ in range(int(seconds / 0.1)):
+        if not agent_pids(data_dir, tenant, cid):
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+@asynccontextmanager
+async def running_service(
+    database_url: URL, tmp_path: Path, **settings: Any
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """A service with these settings, on a real Uvicorn server; the database is reset
+    after it stops."""
+    app = create_app(make_settings(database_url, tmp_path, **settings))
+    try:
+        async with (
+            app.router.lifespan_context(app),
+            serve_in_loop(app) as url,
+            httpx.AsyncClient(base_url=url) as client,
+        ):
+            yield app, client
+    finally:
+        await reset_database(database_url)

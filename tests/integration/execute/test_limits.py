@@ -4,8 +4,7 @@ runs; a full queue answers 429 at once; a run waits no longer than the queue tim
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,34 +12,22 @@ import httpx
 import pytest
 from sqlalchemy import URL
 
-from app.main import create_app
 from tests.conftest import (
     ADMIN,
     TenantFixture,
     assert_error,
     create_tenant,
-    make_settings,
-    reset_database,
 )
-from tests.integration.execute.streams import Stream, new_conversation, stream_turn
+from tests.integration.execute.streams import (
+    Stream,
+    new_conversation,
+    running_service,
+    stream_turn,
+)
 
 pytestmark = pytest.mark.parametrize("wire", ["anthropic"], indirect=True)
 
 Client = Callable[..., Any]
-
-
-@asynccontextmanager
-async def _service(
-    database_url: URL, tmp_path: Path, **settings: Any
-) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(make_settings(database_url, tmp_path, **settings))
-    try:
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-                yield client
-    finally:
-        await reset_database(database_url)
 
 
 async def _wait_running(client: httpx.AsyncClient, tenant: TenantFixture, cid: str) -> None:
@@ -61,7 +48,7 @@ async def _wait_running(client: httpx.AsyncClient, tenant: TenantFixture, cid: s
 async def test_a_run_over_the_global_limit_waits_then_runs(
     database_url: URL, tmp_path: Path, wire: str
 ) -> None:
-    async with _service(database_url, tmp_path, max_concurrent_runs=1) as client:
+    async with running_service(database_url, tmp_path, max_concurrent_runs=1) as (_, client):
         tenant = await create_tenant(client, "acme")
         first_cid, second_cid = (
             await new_conversation(client, tenant),
@@ -79,7 +66,7 @@ async def test_a_run_over_the_global_limit_waits_then_runs(
 async def test_the_tenant_limit_applies_per_tenant(
     database_url: URL, tmp_path: Path, wire: str
 ) -> None:
-    async with _service(database_url, tmp_path, max_concurrent_runs=5) as client:
+    async with running_service(database_url, tmp_path, max_concurrent_runs=5) as (_, client):
         tenant = await create_tenant(client, "acme", settings={"max_concurrent_runs": 1})
         other = await create_tenant(client, "globex")
         first_cid = await new_conversation(client, tenant)
@@ -98,9 +85,9 @@ async def test_the_tenant_limit_applies_per_tenant(
 async def test_full_queue_is_429_and_waiting_has_a_timeout(
     database_url: URL, tmp_path: Path, wire: str
 ) -> None:
-    async with _service(
+    async with running_service(
         database_url, tmp_path, max_concurrent_runs=1, max_queued_runs=1, run_queue_timeout=0.5
-    ) as client:
+    ) as (_, client):
         tenant = await create_tenant(client, "acme")
         cids = [await new_conversation(client, tenant) for _ in range(3)]
         first = asyncio.create_task(stream_turn(client, tenant, cids[0], "scenario:slow:400"))
@@ -135,7 +122,7 @@ async def test_full_queue_is_429_and_waiting_has_a_timeout(
 
 
 async def test_a_run_has_a_deadline(database_url: URL, tmp_path: Path, wire: str) -> None:
-    async with _service(database_url, tmp_path, run_timeout=2) as client:
+    async with running_service(database_url, tmp_path, run_timeout=2) as (_, client):
         tenant = await create_tenant(client, "acme")
         stream = await stream_turn(
             client, tenant, await new_conversation(client, tenant), "scenario:slow:1000"

@@ -14,6 +14,7 @@ from sqlalchemy import URL, text
 from app.main import create_app
 from tests.conftest import TenantFixture, make_settings
 from tests.integration.execute.streams import new_conversation
+from tests.integration.live_server import serve_in_loop
 
 pytestmark = pytest.mark.parametrize("wire", ["anthropic"], indirect=True)
 
@@ -45,23 +46,25 @@ async def test_abandoned_runs_are_interrupted_at_start(
         )
 
     restarted = create_app(make_settings(database_url, tmp_path / "second"))
-    async with restarted.router.lifespan_context(restarted):
-        transport = httpx.ASGITransport(app=restarted)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as second:
-            run = (await second.get(tenant.url(f"/runs/{run_id}"), headers=tenant.headers)).json()
-            assert run["status"] == "interrupted" and run["error_type"] == "interrupted"
-            replay = await second.get(
-                tenant.url(f"/runs/{run_id}/events?after=1"), headers=tenant.headers
-            )
-            blocks = [b for b in replay.text.strip().split("\n\n") if b]
-            kinds = [b.split("\n")[0] for b in blocks]
-            assert kinds == ["event: error", "event: done"]
-            done = json.loads(blocks[-1].split("data: ", 1)[1])
-            assert done["status"] == "error" and done["seq"] == 3
-            # The conversation takes new runs again.
-            streamed = await second.post(
-                tenant.url(f"/conversations/{cid}/stream"),
-                json={"user_input": "again"},
-                headers=tenant.headers,
-            )
-            assert streamed.status_code == 200 and "event: done" in streamed.text
+    async with (
+        restarted.router.lifespan_context(restarted),
+        serve_in_loop(restarted) as url,
+        httpx.AsyncClient(base_url=url) as second,
+    ):
+        run = (await second.get(tenant.url(f"/runs/{run_id}"), headers=tenant.headers)).json()
+        assert run["status"] == "interrupted" and run["error_type"] == "interrupted"
+        replay = await second.get(
+            tenant.url(f"/runs/{run_id}/events?after=1"), headers=tenant.headers
+        )
+        blocks = [b for b in replay.text.strip().split("\n\n") if b]
+        kinds = [b.split("\n")[0] for b in blocks]
+        assert kinds == ["event: error", "event: done"]
+        done = json.loads(blocks[-1].split("data: ", 1)[1])
+        assert done["status"] == "error" and done["seq"] == 3
+        # The conversation takes new runs again.
+        streamed = await second.post(
+            tenant.url(f"/conversations/{cid}/stream"),
+            json={"user_input": "again"},
+            headers=tenant.headers,
+        )
+        assert streamed.status_code == 200 and "event: done" in streamed.text

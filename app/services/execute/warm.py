@@ -1,0 +1,140 @@
+"""Warm sessions: after a turn, the conversation's connected SDK client (and its CLI
+process) stays up for a while, so the next turn skips process start and resume.
+
+At most `max_sessions` are kept; the least recently used goes first, and each is
+closed after `idle_seconds` unused. A session is handed out only for the same shape
+of process (model, system prompt, tools, limits) and only when it served the
+conversation's latest run, so a turn another worker ran is never missed."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import structlog
+from claude_agent_sdk import ClaudeSDKClient
+
+from app.services.execute.options import RunSetup
+from app.services.execute.usage import Tokens
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(eq=False)
+class WarmSession:
+    client: ClaudeSDKClient
+    # The RunSetup the process was started with, less `resume` (what must match).
+    shape: RunSetup
+    # The run it served last, and the SDK session that run ended in.
+    last_run_id: uuid.UUID | None = None
+    session_id: str | None = None
+    # model_usage at the end of its last turn: the CLI counts per process, so a turn's
+    # usage is what the next result says minus this.
+    usage: dict[str, Tokens] = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int | None:
+        process = getattr(getattr(self.client, "_transport", None), "_process", None)
+        pid = getattr(process, "pid", None)
+        return pid if isinstance(pid, int) else None
+
+    def alive(self) -> bool:
+        process: Any = getattr(getattr(self.client, "_transport", None), "_process", None)
+        return process is not None and process.returncode is None
+
+
+def shape_of(setup: RunSetup) -> RunSetup:
+    return replace(setup, resume=None)
+
+
+INTERRUPT_SECONDS = 2.0
+
+
+async def close_client(client: ClaudeSDKClient, *, interrupt: bool = False) -> None:
+    """Disconnect, which ends the CLI process; never raises. With `interrupt`, the turn
+    in progress is stopped first: the CLI exits at end of input only between turns, and
+    would otherwise be waited for, then terminated, seconds later."""
+    if interrupt:
+        try:
+            await asyncio.wait_for(client.interrupt(), INTERRUPT_SECONDS)
+        except Exception:
+            log.info("agent_interrupt_failed", exc_info=True)
+    try:
+        await client.disconnect()
+    except Exception:
+        log.warning("agent_disconnect_failed", exc_info=True)
+
+
+class WarmSessions:
+    def __init__(self, max_sessions: int, idle_seconds: float) -> None:
+        self.max_sessions = max_sessions
+        self.idle_seconds = idle_seconds
+        self._idle: OrderedDict[str, tuple[WarmSession, asyncio.TimerHandle]] = OrderedDict()
+        self._closing: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._idle)
+
+    def pids(self) -> list[int]:
+        return [pid for session, _ in self._idle.values() if (pid := session.pid) is not None]
+
+    def take(
+        self, conversation_id: str, setup: RunSetup, previous_run_id: uuid.UUID | None
+    ) -> WarmSession | None:
+        """The conversation's warm session if it can serve this turn as it is; a session
+        that cannot is closed (a fresh process will start)."""
+        entry = self._idle.pop(conversation_id, None)
+        if entry is None:
+            return None
+        session, timer = entry
+        timer.cancel()
+        fits = (
+            session.shape == shape_of(setup)
+            and session.last_run_id == previous_run_id
+            and session.session_id == setup.resume
+            and session.alive()
+        )
+        if fits:
+            return session
+        log.info("warm_session_replaced", conversation_id=conversation_id)
+        self.close(session)
+        return None
+
+    def put(self, conversation_id: str, session: WarmSession) -> None:
+        """Keep a session that just served a turn; the oldest goes if there are too many."""
+        if self._closed or self.max_sessions == 0 or self.idle_seconds == 0:
+            self.close(session)
+            return
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(self.idle_seconds, self._expire, conversation_id, session)
+        self._idle[conversation_id] = (session, timer)
+        while len(self._idle) > self.max_sessions:
+            _, (oldest, oldest_timer) = self._idle.popitem(last=False)
+            oldest_timer.cancel()
+            log.info("warm_session_evicted")
+            self.close(oldest)
+
+    def _expire(self, conversation_id: str, session: WarmSession) -> None:
+        entry = self._idle.get(conversation_id)
+        if entry is not None and entry[0] is session:
+            del self._idle[conversation_id]
+            self.close(session)
+
+    def close(self, session: WarmSession) -> None:
+        task = asyncio.create_task(close_client(session.client), name="warm-session-close")
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def close_all(self) -> None:
+        """At shutdown: close every warm session and wait for their processes to end."""
+        self._closed = True
+        while self._idle:
+            _, (session, timer) = self._idle.popitem()
+            timer.cancel()
+            self.close(session)
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)

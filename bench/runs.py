@@ -69,11 +69,18 @@ async def bare_turn(model_url: str, workdir: Path, prompt: str) -> tuple[float, 
     return first - started, deltas, last - first
 
 
-async def service_turn(
-    http: httpx.AsyncClient, headers: dict[str, str], prompt: str
-) -> tuple[float, int, float]:
+async def new_conversation(http: httpx.AsyncClient, headers: dict[str, str]) -> str:
     created = await http.post("/api/tenants/bench/conversations", json={}, headers=headers)
-    cid = created.json()["conversation_id"]
+    created.raise_for_status()
+    return str(created.json()["conversation_id"])
+
+
+async def service_turn(
+    http: httpx.AsyncClient, headers: dict[str, str], prompt: str, cid: str | None = None
+) -> tuple[float, int, float]:
+    """(seconds to the first text delta, text deltas, seconds from first to last delta)
+    of one turn through the service, on a new conversation unless `cid` is given."""
+    cid = cid or await new_conversation(http, headers)
     started = time.perf_counter()
     first = last = 0.0
     deltas = 0
@@ -100,8 +107,10 @@ async def service_turn(
 
 
 def start_service(
-    database_url: str, model_url: str, data_dir: Path
+    database_url: str, model_url: str, data_dir: Path, **settings: str
 ) -> tuple[subprocess.Popen[bytes], str]:
+    """`python -m app` on a free port, pointed at the scripted model server; `settings`
+    are more environment variables (MAX_WARM_SESSIONS="0", say)."""
     port = free_port()
     env = {
         "PATH": os.environ["PATH"],
@@ -115,6 +124,7 @@ def start_service(
         "MODEL_PROVIDER": "anthropic",
         "ANTHROPIC_API_KEY": "offline",
         "ANTHROPIC_BASE_URL": model_url,
+        **settings,
     }
     process = subprocess.Popen([sys.executable, "-m", "app"], env=env, cwd=PROJECT_ROOT)
     base = f"http://127.0.0.1:{port}"
@@ -134,6 +144,16 @@ def _median(values: list[float]) -> float:
     return statistics.median(values)
 
 
+async def bench_tenant(http: httpx.AsyncClient, **settings: int) -> dict[str, str]:
+    """The `bench` tenant, made with these settings; the headers of a key of its own."""
+    admin = {"X-API-Key": ADMIN_KEY}
+    body = {"tenant_id": "bench", "name": "Bench", "settings": settings}
+    (await http.post("/api/tenants", json=body, headers=admin)).raise_for_status()
+    key = await http.post("/api/tenants/bench/api-keys", json={"name": "b"}, headers=admin)
+    key.raise_for_status()
+    return {"X-API-Key": key.json()["key"]}
+
+
 async def main() -> None:
     server, stop_server = server_url()
     model = OfflineModelServer()
@@ -148,18 +168,7 @@ async def main() -> None:
                 url.render_as_string(hide_password=False), model.url, data_dir
             )
             async with httpx.AsyncClient(base_url=base, timeout=300) as http:
-                admin = {"X-API-Key": ADMIN_KEY}
-                (
-                    await http.post(
-                        "/api/tenants", json={"tenant_id": "bench", "name": "Bench"}, headers=admin
-                    )
-                ).raise_for_status()
-                key = (
-                    await http.post(
-                        "/api/tenants/bench/api-keys", json={"name": "b"}, headers=admin
-                    )
-                ).json()["key"]
-                headers = {"X-API-Key": key}
+                headers = await bench_tenant(http)
                 ttft: dict[str, list[float]] = {"bare": [], "service": []}
                 rate: dict[str, list[float]] = {"bare": [], "service": []}
                 await bare_turn(

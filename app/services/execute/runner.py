@@ -29,7 +29,7 @@ from app.services.execute.providers import Provider
 from app.services.execute.session_store import PostgresSessionStore
 from app.services.execute.translate import Output, Translator
 from app.services.execute.usage import Tokens, catalog_match
-from app.services.execute.warm import WarmSession, WarmSessions, close_client, shape_of
+from app.services.execute.warm import WarmSession, WarmSessions, shape_of
 
 log = structlog.get_logger(__name__)
 
@@ -285,7 +285,7 @@ async def _drive(
             session.usage = _process_usage(state.result)
             ctx.warm.put(setup.conversation_id, session)
         elif session is not None:
-            await asyncio.shield(close_client(session.client, interrupt=True))
+            await asyncio.shield(session.close(interrupt=True))
 
 
 def _track(message: Any, state: RunState) -> None:

@@ -22,6 +22,8 @@ from app.services.execute.usage import Tokens
 
 log = structlog.get_logger(__name__)
 
+INTERRUPT_SECONDS = 2.0
+
 
 @dataclass(eq=False)
 class WarmSession:
@@ -45,27 +47,23 @@ class WarmSession:
         process: Any = getattr(getattr(self.client, "_transport", None), "_process", None)
         return process is not None and process.returncode is None
 
+    async def close(self, *, interrupt: bool = False) -> None:
+        """Disconnect, which ends the CLI process; never raises. With `interrupt`, the
+        turn in progress is stopped first: the CLI exits at end of input only between
+        turns, and would otherwise be waited for, then terminated, seconds later."""
+        if interrupt and self.alive():
+            try:
+                await asyncio.wait_for(self.client.interrupt(), INTERRUPT_SECONDS)
+            except Exception:
+                log.info("agent_interrupt_failed", exc_info=True)
+        try:
+            await self.client.disconnect()
+        except Exception:
+            log.warning("agent_disconnect_failed", exc_info=True)
+
 
 def shape_of(setup: RunSetup) -> RunSetup:
     return replace(setup, resume=None)
-
-
-INTERRUPT_SECONDS = 2.0
-
-
-async def close_client(client: ClaudeSDKClient, *, interrupt: bool = False) -> None:
-    """Disconnect, which ends the CLI process; never raises. With `interrupt`, the turn
-    in progress is stopped first: the CLI exits at end of input only between turns, and
-    would otherwise be waited for, then terminated, seconds later."""
-    if interrupt:
-        try:
-            await asyncio.wait_for(client.interrupt(), INTERRUPT_SECONDS)
-        except Exception:
-            log.info("agent_interrupt_failed", exc_info=True)
-    try:
-        await client.disconnect()
-    except Exception:
-        log.warning("agent_disconnect_failed", exc_info=True)
 
 
 class WarmSessions:
@@ -125,7 +123,7 @@ class WarmSessions:
             self.close(session)
 
     def close(self, session: WarmSession) -> None:
-        task = asyncio.create_task(close_client(session.client), name="warm-session-close")
+        task = asyncio.create_task(session.close(), name="warm-session-close")
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 

@@ -14,7 +14,6 @@ import asyncio
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,8 +24,8 @@ from claude_agent_sdk import ClaudeAgentOptions, ClaudeSDKClient, StreamEvent
 from claude_agent_sdk.types import PermissionResultAllow, ToolPermissionContext
 
 from app.services.execute.offline_model import OfflineModelServer
-from bench.common import ADMIN_KEY, PROJECT_ROOT, fresh_database, server_url
-from tests.integration.live_server import free_port
+from bench.common import ADMIN_KEY, fresh_database, server_url
+from tests.integration.live_server import spawn_service
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 CHUNKS = int(os.environ.get("BENCH_CHUNKS", "5000"))
@@ -111,33 +110,19 @@ def start_service(
 ) -> tuple[subprocess.Popen[bytes], str]:
     """`python -m app` on a free port, pointed at the scripted model server; `settings`
     are more environment variables (MAX_WARM_SESSIONS="0", say)."""
-    port = free_port()
-    env = {
-        "PATH": os.environ["PATH"],
-        "PYTHONPATH": str(PROJECT_ROOT),
-        "DATABASE_URL": database_url,
-        "DB_AUTO_MIGRATE": "false",
-        "ADMIN_API_KEYS": ADMIN_KEY,
-        "DATA_DIR": str(data_dir),
-        "PORT": str(port),
-        "LOG_LEVEL": "WARNING",
-        "MODEL_PROVIDER": "anthropic",
-        "ANTHROPIC_API_KEY": "offline",
-        "ANTHROPIC_BASE_URL": model_url,
-        **settings,
-    }
-    process = subprocess.Popen([sys.executable, "-m", "app"], env=env, cwd=PROJECT_ROOT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/health/ready").status_code == 200:
-                return process, base
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("the service did not start")
+    return spawn_service(
+        {
+            "DATABASE_URL": database_url,
+            "DB_AUTO_MIGRATE": "false",
+            "ADMIN_API_KEYS": ADMIN_KEY,
+            "DATA_DIR": str(data_dir),
+            "LOG_LEVEL": "WARNING",
+            "MODEL_PROVIDER": "anthropic",
+            "ANTHROPIC_API_KEY": "offline",
+            "ANTHROPIC_BASE_URL": model_url,
+            **settings,
+        }
+    )
 
 
 def _median(values: list[float]) -> float:

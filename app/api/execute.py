@@ -151,7 +151,7 @@ async def run_events(
     body = (
         sse_events(live, after=start)
         if live is not None
-        else _replay(await service.events_after(session, scope, run_id, start))
+        else _replay(await service.replay_after(session, scope, run_id, start))
     )
     await session.commit()  # nothing is held while the stream is open
     return StreamingResponse(

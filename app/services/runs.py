@@ -15,6 +15,7 @@ from app.models.run import ACTIVE_RUN_STATUSES
 from app.schemas.runs import StreamRequest
 from app.schemas.tenants import TenantSettings
 from app.services.conversations import get_conversation, next_message_seq
+from app.services.execute.events import done_data
 from app.services.integrity import flush_mapping_violations
 from app.services.models import require_model
 from app.services.scope import TenantScope
@@ -108,16 +109,29 @@ async def get_run(
     return await scope.get(session, Run, Run.run_id, run_id, resource="Run", for_update=for_update)
 
 
-async def events_after(
+async def replay_after(
     session: AsyncSession, scope: TenantScope, run_id: uuid.UUID, after: int
 ) -> list[RunEvent]:
-    """A run's stored events after seq `after`, in order."""
-    rows = await session.scalars(
-        scope.select(RunEvent)
-        .where(RunEvent.run_id == run_id, RunEvent.seq > after)
-        .order_by(RunEvent.seq)
+    """An ended run's stored events after seq `after`, in order, and always its `done`:
+    also for a client that is past it, or that saw events a crashed process never
+    stored (their seqs were then given to the ending recovery wrote)."""
+    rows = list(
+        await session.scalars(
+            scope.select(RunEvent)
+            .where(RunEvent.run_id == run_id, RunEvent.seq > after)
+            .order_by(RunEvent.seq)
+        )
     )
-    return list(rows)
+    if not rows or rows[-1].type != "done":
+        done = await session.scalar(
+            scope.select(RunEvent)
+            .where(RunEvent.run_id == run_id, RunEvent.type == "done")
+            .order_by(RunEvent.seq.desc())
+            .limit(1)
+        )
+        if done is not None:
+            rows.append(done)
+    return rows
 
 
 def check_cancellable(run: Run) -> None:
@@ -151,7 +165,7 @@ async def cancel_orphan(session: AsyncSession, run: Run) -> None:
     it as cancelled and end its event log, so no client waits for it forever."""
     run.status = "cancelled"
     run.finished_at = func.now()
-    await _append_ending(session, run, [("done", {"status": "cancelled", "result": None})])
+    await _append_ending(session, run, [("done", done_data("cancelled"))])
     await session.flush()
 
 
@@ -174,7 +188,7 @@ async def interrupt_abandoned(session: AsyncSession) -> int:
             run,
             [
                 ("error", {"error_type": "interrupted", "message": run.error, "recoverable": True}),
-                ("done", {"status": "error", "result": None, "session_id": run.session_id}),
+                ("done", done_data("error", session_id=run.session_id)),
             ],
         )
     await session.flush()

@@ -5,14 +5,22 @@ an app whose lifespan the test already runs, so the test can reach its state).""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
 
+import httpx
 import uvicorn
 from fastapi import FastAPI
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -68,3 +76,30 @@ async def serve_in_loop(app: FastAPI) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
+
+
+def spawn_service(
+    settings: dict[str, str], *, cwd: Path = PROJECT_ROOT, **popen: Any
+) -> tuple[subprocess.Popen[Any], str]:
+    """The real service, `python -m app`, on a free port with these settings (environment
+    variables) and nothing else of this environment but PATH; returns it once ready,
+    with its base URL."""
+    port = free_port()
+    env = {
+        "PATH": os.environ["PATH"],
+        "PYTHONPATH": str(PROJECT_ROOT),
+        "PORT": str(port),
+        **settings,
+    }
+    service = subprocess.Popen([sys.executable, "-m", "app"], env=env, cwd=cwd, **popen)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while service.poll() is None and time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/health/ready").status_code == 200:
+                return service, base
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    service.kill()
+    raise RuntimeError("the service did not start")

@@ -6,8 +6,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -19,14 +17,13 @@ from app.main import create_app
 from tests.conftest import (
     ADMIN,
     ADMIN_KEY,
-    PROJECT_ROOT,
     assert_error,
     drop_database,
     make_database,
     make_settings,
     reset_database,
 )
-from tests.integration.live_server import free_port
+from tests.integration.live_server import spawn_service
 
 
 async def _get(
@@ -80,35 +77,16 @@ def test_secrets_stay_out_of_the_logs(database_url: URL, tmp_path: Path) -> None
     key or tenant key, while it serves requests that carry them."""
     # Trust auth ignores the password, so the service starts with one in its URL.
     with_password = database_url.set(password="s3cret-db-password")
-    port = free_port()
-    env = {
-        "PATH": os.environ["PATH"],
-        "PYTHONPATH": str(PROJECT_ROOT),
+    settings = {
         "DATABASE_URL": with_password.render_as_string(hide_password=False),
         "DB_AUTO_MIGRATE": "false",
         "ADMIN_API_KEYS": ADMIN_KEY,
         "DATA_DIR": str(tmp_path),
-        "PORT": str(port),
     }
-    service = subprocess.Popen(
-        [sys.executable, "-m", "app"],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    service, base = spawn_service(
+        settings, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/health/ready").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline and service.poll() is None, "service did not start"
-            time.sleep(0.1)
         with httpx.Client(base_url=base, headers=ADMIN) as http:
             http.post("/api/tenants", json={"tenant_id": "acme", "name": "A"}).raise_for_status()
             key = http.post("/api/tenants/acme/api-keys", json={"name": "k"}).json()["key"]

@@ -8,6 +8,7 @@ import contextlib
 import time
 import uuid
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -15,11 +16,34 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.models import RunEvent
+from app.services.execute.usage import Tokens
 
 log = structlog.get_logger(__name__)
 
 FLUSH_INTERVAL = 0.2
 FLUSH_BATCH = 2000
+
+
+def done_data(
+    status: str,
+    *,
+    result: str | None = None,
+    usage: Tokens | None = None,
+    cost_usd: Decimal = Decimal(0),
+    turn_count: int = 0,
+    duration_ms: int = 0,
+    session_id: str | None = None,
+) -> dict[str, Any]:
+    """The fields of a run's last event, `done`, however the run ended."""
+    return {
+        "status": status,
+        "result": result,
+        "usage": (usage or Tokens()).as_dict(),
+        "cost_usd": str(cost_usd.quantize(Decimal("0.000001"))),
+        "turn_count": turn_count,
+        "duration_ms": duration_ms,
+        "session_id": session_id,
+    }
 
 
 class RunEventLog:

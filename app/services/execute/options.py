@@ -45,6 +45,11 @@ for name in $(env | sed -n 's/^\\([A-Za-z_][A-Za-z0-9_]*\\)=.*/\\1/p'); do
     *) unset "$name" ;;
   esac
 done
+# If the service dies without ending it (killed, say), the CLI gets SIGTERM rather than
+# finishing its turn for nobody: setpriv (util-linux) sets the parent-death signal.
+if command -v setpriv >/dev/null 2>&1; then
+  exec setpriv --pdeathsig TERM "$cli" "$@"
+fi
 exec "$cli" "$@"
 """
 

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.models import CatalogModel, Conversation, Message, Run, Tenant, ToolCall, UsageRecord
 from app.schemas.tenants import TenantSettings
 from app.services.conversations import next_message_seq
-from app.services.execute.events import RunEventLog
+from app.services.execute.events import RunEventLog, done_data
 from app.services.execute.options import RunSetup, build_options
 from app.services.execute.providers import Provider
 from app.services.execute.session_store import PostgresSessionStore
@@ -481,15 +481,15 @@ async def _finish(
     )
     events.emit(
         "done",
-        {
-            "status": status,
-            "result": result_text,
-            "usage": total.as_dict(),
-            "cost_usd": str(cost.quantize(Decimal("0.000001"))),
-            "turn_count": turns,
-            "duration_ms": duration_ms,
-            "session_id": session_id,
-        },
+        done_data(
+            status,
+            result=result_text,
+            usage=total,
+            cost_usd=cost,
+            turn_count=turns,
+            duration_ms=duration_ms,
+            session_id=session_id,
+        ),
     )
     await events.close()
 
@@ -518,16 +518,5 @@ async def end_unstarted(
         log.exception("run_end_record_failed", run_id=str(run_id))
     if error is not None:
         events.emit("error", {"error_type": error[0], "message": error[1], "recoverable": error[2]})
-    events.emit(
-        "done",
-        {
-            "status": "cancelled" if cancelled else "error",
-            "result": None,
-            "usage": Tokens().as_dict(),
-            "cost_usd": "0.000000",
-            "turn_count": 0,
-            "duration_ms": 0,
-            "session_id": None,
-        },
-    )
+    events.emit("done", done_data("cancelled" if cancelled else "error"))
     await events.close()

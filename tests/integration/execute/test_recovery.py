@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from httpx_sse import aconnect_sse
 from sqlalchemy import URL, text
 
 from app.main import create_app
-from tests.conftest import TenantFixture, make_settings
-from tests.integration.execute.streams import new_conversation
-from tests.integration.live_server import serve_in_loop
+from tests.conftest import ADMIN_KEY, TenantFixture, create_tenant, make_settings, reset_database
+from tests.integration.execute.streams import follow, new_conversation, stream_turn
+from tests.integration.live_server import serve_in_loop, spawn_service
 
 pytestmark = pytest.mark.parametrize("wire", ["anthropic"], indirect=True)
 
@@ -68,3 +70,62 @@ async def test_abandoned_runs_are_interrupted_at_start(
             headers=tenant.headers,
         )
         assert streamed.status_code == 200 and "event: done" in streamed.text
+
+
+async def test_a_killed_service_leaves_a_run_that_the_next_start_interrupts(
+    database_url: URL, tmp_path: Path, wire: str
+) -> None:
+    """A real crash: the service is killed mid-answer. The next start marks the run
+    interrupted, and a client that re-attaches from where it was gets `error` and
+    `done`; the orphaned agent process ends by itself (the suite counts leftovers)."""
+    service, base = spawn_service(
+        {
+            "DATABASE_URL": database_url.render_as_string(hide_password=False),
+            "DB_AUTO_MIGRATE": "false",
+            "ADMIN_API_KEYS": ADMIN_KEY,
+            "DATA_DIR": str(tmp_path / "first"),
+            "MODEL_PROVIDER": "offline",
+            "OFFLINE_MODEL_WIRE": wire,
+            "LOG_LEVEL": "WARNING",
+        }
+    )
+    seen: list[tuple[str, dict[str, Any]]] = []
+    try:
+        async with httpx.AsyncClient(base_url=base) as first:
+            tenant = await create_tenant(first, "acme")
+            cid = await new_conversation(first, tenant)
+            async with aconnect_sse(
+                first,
+                "POST",
+                tenant.url(f"/conversations/{cid}/stream"),
+                json={"user_input": "scenario:slow:400"},
+                headers=tenant.headers,
+                timeout=60,
+            ) as source:
+                run_id = source.response.headers["x-run-id"]
+                async for sse in source.aiter_sse():
+                    seen.append((sse.event, json.loads(sse.data)))
+                    if sse.event == "text_delta":
+                        service.kill()  # mid-answer, as a crash would
+                        break
+    finally:
+        service.kill()
+        service.wait(timeout=30)
+
+    restarted = create_app(make_settings(database_url, tmp_path / "second"))
+    try:
+        async with (
+            restarted.router.lifespan_context(restarted),
+            serve_in_loop(restarted) as url,
+            httpx.AsyncClient(base_url=url) as second,
+        ):
+            run = (await second.get(tenant.url(f"/runs/{run_id}"), headers=tenant.headers)).json()
+            assert run["status"] == "interrupted" and run["error_type"] == "interrupted"
+            rest = await follow(second, tenant, run_id, seen[-1][1]["seq"])
+            # The client saw events the killed process had not stored yet; those seqs went
+            # to the ending, so it gets `done` (and `error` if it was not past it).
+            assert [kind for kind, _ in rest][-1:] == ["done"] and len(rest) <= 2
+            assert rest[-1][1]["status"] == "error"
+            assert (await stream_turn(second, tenant, cid, "again")).done["status"] == "success"
+    finally:
+        await reset_database(database_url)

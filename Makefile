@@ -44,6 +44,7 @@ lint: install
 bench: install
 	$(UV) run --frozen --no-sync python -m bench.list_conversations
 	$(UV) run --frozen --no-sync python -m bench.runs
+	$(UV) run --frozen --no-sync python -m bench.durable
 
 clean:
 	rm -rf .venv .tools .pytest_cache .mypy_cache .ruff_cache

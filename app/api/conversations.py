@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import APIRouter, Path, Query, Request, Response, status
 
 from app.api.deps import CurrentScope, DbSession, HeaderUserId, Pagination
 from app.errors import error_responses
@@ -86,9 +86,10 @@ async def update_conversation(
 
 @router.post("/{conversation_id}/archive", response_model=ConversationRead, responses=_ONE)
 async def archive_conversation(
-    scope: CurrentScope, session: DbSession, conversation_id: ConversationPath
+    request: Request, scope: CurrentScope, session: DbSession, conversation_id: ConversationPath
 ) -> ConversationRead:
     conversation = await service.archive_conversation(session, scope, conversation_id)
+    request.app.state.executor.ctx.warm.discard(scope.tenant_id, str(conversation_id))
     return ConversationRead.model_validate(conversation)
 
 
@@ -99,9 +100,10 @@ async def archive_conversation(
     responses=_ONE,
 )
 async def delete_conversation(
-    scope: CurrentScope, session: DbSession, conversation_id: ConversationPath
+    request: Request, scope: CurrentScope, session: DbSession, conversation_id: ConversationPath
 ) -> None:
     await service.delete_conversation(session, scope, conversation_id)
+    request.app.state.executor.ctx.warm.discard(scope.tenant_id, str(conversation_id))
 
 
 @router.get("/{conversation_id}/messages", response_model=Page[MessageRead], responses=_ONE)

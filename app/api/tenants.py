@@ -65,5 +65,8 @@ async def update_tenant(
     response_class=Response,
     responses=error_responses(401, 403, 404, 422),
 )
-async def delete_tenant(_: AdminPrincipal, session: DbSession, tenant_id: TenantPath) -> None:
+async def delete_tenant(
+    request: Request, _: AdminPrincipal, session: DbSession, tenant_id: TenantPath
+) -> None:
     await service.delete_tenant(session, tenant_id)
+    request.app.state.executor.ctx.warm.discard(tenant_id)

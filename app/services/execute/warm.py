@@ -116,6 +116,15 @@ class WarmSessions:
             log.info("warm_session_evicted")
             self.close(oldest)
 
+    def discard(self, tenant_id: str, conversation_id: str | None = None) -> None:
+        """Close the warm sessions of a tenant (or of one of its conversations) that is
+        being deleted or archived: their processes would only wait to expire."""
+        for key, (session, timer) in list(self._idle.items()):
+            if session.shape.tenant_id == tenant_id and conversation_id in (None, key):
+                del self._idle[key]
+                timer.cancel()
+                self.close(session)
+
     def _expire(self, conversation_id: str, session: WarmSession) -> None:
         entry = self._idle.get(conversation_id)
         if entry is not None and entry[0] is session:

@@ -160,6 +160,37 @@ async def test_warm_sessions_are_evicted_and_expire(
         assert again.done["status"] == "success"
 
 
+async def test_archive_and_delete_end_warm_sessions(
+    client: httpx.AsyncClient, tenant: TenantFixture, other_tenant: TenantFixture, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    archived, deleted, mine, theirs = (
+        await new_conversation(client, tenant),
+        await new_conversation(client, tenant),
+        await new_conversation(client, tenant),
+        await new_conversation(client, other_tenant),
+    )
+    for owner, cid in (
+        (tenant, archived),
+        (tenant, deleted),
+        (tenant, mine),
+        (other_tenant, theirs),
+    ):
+        await stream_turn(client, owner, cid, "hello")
+        assert agent_pids(data_dir, owner, cid)
+    archive = await client.post(
+        tenant.url(f"/conversations/{archived}/archive"), headers=tenant.headers
+    )
+    assert archive.status_code == 200
+    assert await gone(data_dir, tenant, archived)
+    delete = await client.delete(tenant.url(f"/conversations/{deleted}"), headers=tenant.headers)
+    assert delete.status_code == 204
+    assert await gone(data_dir, tenant, deleted)
+    assert (await client.delete(tenant.url(), headers=ADMIN)).status_code == 204
+    assert await gone(data_dir, tenant, mine)
+    assert agent_pids(data_dir, other_tenant, theirs)  # another tenant's stays warm
+
+
 async def test_without_warm_sessions_each_turn_resumes(
     database_url: URL, tmp_path: Path, wire: str
 ) -> None:

@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 import sys
+from types import FrameType
 
 import uvicorn
 from pydantic import ValidationError
 
 from app.config import Settings
+from app.main import create_app
+
+
+class _Server(uvicorn.Server):
+    """On a stop signal the service takes no new run at once, and the runs' grace period
+    (SHUTDOWN_TIMEOUT) starts then, while Uvicorn drains the open streams."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        app = self.config.app
+        executor = getattr(getattr(app, "state", None), "executor", None)
+        if executor is not None:
+            executor.stop_taking_runs()
+        super().handle_exit(sig, frame)
 
 
 def main() -> None:
@@ -17,16 +31,19 @@ def main() -> None:
         for error in exc.errors():
             print(f"Refusing to start: {error['msg']}", file=sys.stderr)
         sys.exit(2)
-    uvicorn.run(
-        "app.main:app",
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level.lower(),
-        access_log=False,
-        # Open streams may run this long after a stop signal; then the runs themselves
-        # get SHUTDOWN_TIMEOUT more before they are cancelled.
-        timeout_graceful_shutdown=max(1, int(settings.shutdown_timeout)),
+    application = create_app(settings)
+    server = _Server(
+        uvicorn.Config(
+            application,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level.lower(),
+            access_log=False,
+            # Open streams (runs finishing in the grace period) may go on this long.
+            timeout_graceful_shutdown=max(1, int(settings.shutdown_timeout)),
+        )
     )
+    server.run()
 
 
 if __name__ == "__main__":

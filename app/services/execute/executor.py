@@ -5,6 +5,7 @@ sessions they leave, at shutdown."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import structlog
@@ -26,8 +27,16 @@ class RunExecutor:
         self.slots = RunSlots(max_running, max_queued)
         self.queue_timeout = queue_timeout
         self._runs: dict[uuid.UUID, tuple[asyncio.Task[None], RunEventLog]] = {}
-        # Set at shutdown: no new run starts.
+        # Set at shutdown: no new run starts. When the stop was asked for.
         self.closing = False
+        self._stop_asked: float | None = None
+
+    def stop_taking_runs(self) -> None:
+        """A stop was asked for: no new run starts from now on, and the grace period that
+        `shutdown` gives running ones counts from now."""
+        if self._stop_asked is None:
+            self._stop_asked = time.monotonic()
+        self.closing = True
 
     def must_refuse(self, tenant_id: str, tenant_limit: int) -> bool:
         """A new run would have to wait, and the queue is full."""
@@ -67,7 +76,10 @@ class RunExecutor:
             await asyncio.shield(ending)
             raise
         try:
-            await execute_run(self.ctx, run_id, events)
+            if self.closing:  # it waited in the queue past the stop signal
+                await asyncio.shield(end_unstarted(self.ctx, run_id, events, error=SHUTDOWN_REASON))
+            else:
+                await execute_run(self.ctx, run_id, events)
         finally:
             self.slots.release(tenant_id)
 
@@ -88,9 +100,12 @@ class RunExecutor:
         return True
 
     async def shutdown(self, grace_seconds: float) -> None:
-        """Take no new runs; let running ones finish for up to `grace_seconds`, then cancel
-        the rest, each recorded as cancelled by the shutdown; then end the warm sessions."""
-        self.closing = True
+        """Take no new runs; let running ones finish for up to `grace_seconds` from when the
+        stop was asked for, then cancel the rest, each recorded as cancelled by the
+        shutdown; then end the warm sessions."""
+        self.stop_taking_runs()
+        assert self._stop_asked is not None
+        grace_seconds = max(0.0, grace_seconds - (time.monotonic() - self._stop_asked))
         runs = dict(self._runs.values())
         if runs:
             _, pending = await asyncio.wait(runs, timeout=grace_seconds)

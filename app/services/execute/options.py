@@ -46,8 +46,8 @@ for name in $(env | sed -n 's/^\\([A-Za-z_][A-Za-z0-9_]*\\)=.*/\\1/p'); do
   esac
 done
 # If the service dies without ending it (killed, say), the CLI gets SIGTERM rather than
-# finishing its turn for nobody: setpriv (util-linux) sets the parent-death signal.
-if command -v setpriv >/dev/null 2>&1; then
+# finishing its turn for nobody: setpriv (util-linux 2.33+) sets the parent-death signal.
+if setpriv --pdeathsig TERM true >/dev/null 2>&1; then
   exec setpriv --pdeathsig TERM "$cli" "$@"
 fi
 exec "$cli" "$@"
@@ -105,6 +105,9 @@ def build_options(
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
         "CLAUDE_CODE_DISABLE_AUTO_MEMORY": "1",
         "CLAUDE_CODE_MAX_RETRIES": str(max_retries),
+        # session_state_changed in the stream: "idle" is how a run knows the CLI owes it
+        # nothing more (no background task, no notification turn).
+        "CLAUDE_CODE_EMIT_SESSION_STATE_EVENTS": "1",
         "DISABLE_AUTOUPDATER": "1",
         "TMPDIR": os.environ.get("TMPDIR", "/tmp"),  # noqa: S108 (the CLI needs a temp dir)
     }

@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import Any, cast
 
 import structlog
-from claude_agent_sdk import AssistantMessage, ClaudeSDKClient, ResultMessage, StreamEvent
+from claude_agent_sdk import (
+    AssistantMessage,
+    ClaudeSDKClient,
+    ResultMessage,
+    StreamEvent,
+    SystemMessage,
+)
 from claude_agent_sdk.types import TaskNotificationMessage, TaskStartedMessage
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -67,14 +73,18 @@ class RunState:
     counted_messages: set[str | None] = field(default_factory=set)
     # The process's model_usage before this turn (a warm session has served others).
     usage_before: dict[str, Tokens] = field(default_factory=dict)
+    # The CLI's session state (running / requires_action / idle), once it reports one.
+    session_state: str | None = None
 
     def finished(self) -> bool:
-        """A result came, and no background task or injected turn is left for this run."""
-        return (
-            self.result is not None
-            and not self.running_tasks
-            and not self.notification_turn_pending
-        )
+        """A result came, and the CLI owes no more work for this run: it says it is idle
+        (no background task, no injected turn left), or, from a CLI that does not report
+        its state, no task is known to run and no notification turn is pending."""
+        if self.result is None:
+            return False
+        if self.session_state is not None:
+            return self.session_state == "idle"
+        return not self.running_tasks and not self.notification_turn_pending
 
 
 def _title_from(text: str) -> str:
@@ -188,9 +198,12 @@ async def execute_run(ctx: ExecutionContext, run_id: uuid.UUID, events: RunEvent
         await _drive(ctx, setup, run, warm, translator, recorder, events, state)
     except asyncio.CancelledError:
         state.cancelled = True
+        events.finishing = True
         await asyncio.shield(_finish(ctx, begun, translator, events, state, started))
         raise
-    # Shielded: a cancel that lands while the run is being recorded must not cut it short.
+    # Shielded, and marked before the shield's task starts: a cancel that lands while the
+    # run is being recorded must not cut it short.
+    events.finishing = True
     await asyncio.shield(_finish(ctx, begun, translator, events, state, started))
 
 
@@ -269,7 +282,7 @@ async def _drive(
                     _track(message, state)
                     if state.finished():
                         break
-        keep = state.finished() and state.failure is None and session.alive()
+        keep = state.finished() and state.failure is None
     except asyncio.CancelledError:
         raise
     except TimeoutError:
@@ -285,11 +298,13 @@ async def _drive(
             session.usage = _process_usage(state.result)
             ctx.warm.put(setup.conversation_id, session)
         elif session is not None:
-            await asyncio.shield(session.close(interrupt=True))
+            await asyncio.shield(ctx.warm.close(session, interrupt=True))
 
 
 def _track(message: Any, state: RunState) -> None:
-    if isinstance(message, StreamEvent) and message.parent_tool_use_id is None:
+    if isinstance(message, SystemMessage) and message.subtype == "session_state_changed":
+        state.session_state = str(message.data.get("state"))
+    elif isinstance(message, StreamEvent) and message.parent_tool_use_id is None:
         event = message.event
         if event.get("type") == "message_start":
             msg = event.get("message", {})
@@ -357,7 +372,10 @@ def _usage_by_model(state: RunState) -> dict[str, tuple[Tokens, dict[str, Any]]]
     if state.result is not None and state.result.model_usage:
         usage = {}
         for name, entry in state.result.model_usage.items():
-            tokens = Tokens.from_model_usage(dict(entry)) - state.usage_before.get(name, Tokens())
+            tokens = Tokens.from_model_usage(dict(entry))
+            before = state.usage_before.get(name, Tokens())
+            if before.total_tokens <= tokens.total_tokens:  # else the CLI's count restarted
+                tokens -= before
             if tokens.total_tokens:
                 usage[name] = (tokens, dict(entry))
         return usage

@@ -23,6 +23,7 @@ from app.services.execute.usage import Tokens
 log = structlog.get_logger(__name__)
 
 INTERRUPT_SECONDS = 2.0
+GONE_REMEMBERED = 10_000
 
 
 @dataclass(eq=False)
@@ -46,6 +47,13 @@ class WarmSession:
     def alive(self) -> bool:
         process: Any = getattr(getattr(self.client, "_transport", None), "_process", None)
         return process is not None and process.returncode is None
+
+    def idle(self) -> bool:
+        """The process is up, and has said nothing since its last turn ended: output the
+        CLI produced on its own while idle would be read as the next turn's."""
+        stream: Any = getattr(getattr(self.client, "_query", None), "_message_receive", None)
+        unread = stream.statistics().current_buffer_used if stream is not None else 0
+        return self.alive() and unread == 0
 
     async def close(self, *, interrupt: bool = False) -> None:
         """Disconnect, which ends the CLI process; never raises. With `interrupt`, the
@@ -73,6 +81,9 @@ class WarmSessions:
         self._idle: OrderedDict[str, tuple[WarmSession, asyncio.TimerHandle]] = OrderedDict()
         self._closing: set[asyncio.Task[None]] = set()
         self._closed = False
+        # Tenants and conversations lately deleted or archived: a session still serving
+        # a turn for one of them is closed, not kept, when the turn ends.
+        self._gone: OrderedDict[str, None] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._idle)
@@ -94,7 +105,7 @@ class WarmSessions:
             session.shape == shape_of(setup)
             and session.last_run_id == previous_run_id
             and session.session_id == setup.resume
-            and session.alive()
+            and session.idle()
         )
         if fits:
             return session
@@ -104,7 +115,14 @@ class WarmSessions:
 
     def put(self, conversation_id: str, session: WarmSession) -> None:
         """Keep a session that just served a turn; the oldest goes if there are too many."""
-        if self._closed or self.max_sessions == 0 or self.idle_seconds == 0:
+        gone = session.shape.tenant_id in self._gone or conversation_id in self._gone
+        if (
+            gone
+            or self._closed
+            or self.max_sessions == 0
+            or self.idle_seconds == 0
+            or not session.idle()
+        ):
             self.close(session)
             return
         loop = asyncio.get_running_loop()
@@ -119,6 +137,9 @@ class WarmSessions:
     def discard(self, tenant_id: str, conversation_id: str | None = None) -> None:
         """Close the warm sessions of a tenant (or of one of its conversations) that is
         being deleted or archived: their processes would only wait to expire."""
+        self._gone[conversation_id or tenant_id] = None
+        while len(self._gone) > GONE_REMEMBERED:
+            self._gone.popitem(last=False)
         for key, (session, timer) in list(self._idle.items()):
             if session.shape.tenant_id == tenant_id and conversation_id in (None, key):
                 del self._idle[key]
@@ -131,10 +152,12 @@ class WarmSessions:
             del self._idle[conversation_id]
             self.close(session)
 
-    def close(self, session: WarmSession) -> None:
-        task = asyncio.create_task(session.close(), name="warm-session-close")
+    def close(self, session: WarmSession, *, interrupt: bool = False) -> asyncio.Task[None]:
+        """End the session's process in a task of its own, which shutdown waits for."""
+        task = asyncio.create_task(session.close(interrupt=interrupt), name="agent-close")
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
+        return task
 
     async def close_all(self) -> None:
         """At shutdown: close every warm session and wait for their processes to end."""

@@ -135,6 +135,23 @@ async def test_the_next_turn_reuses_the_warm_session(
     assert third.done["session_id"] == first.done["session_id"]
 
 
+async def test_a_warm_turn_after_background_agents_gets_its_own_answer(
+    client: httpx.AsyncClient, tenant: TenantFixture, tmp_path: Path
+) -> None:
+    """Two sub-agents finish in the background; their notification turns belong to the
+    run that started them, which ends only when the CLI is idle, so nothing of theirs
+    is left to be read as the next turn's."""
+    cid = await new_conversation(client, tenant)
+    first = await stream_turn(client, tenant, cid, "scenario:subagent:2")
+    assert first.done["status"] == "success"
+    assert len(first.of("subagent_end")) == 2
+    second = await stream_turn(client, tenant, cid, "And now?")
+    assert _setup_message(second.events) == "Continuing the agent's session"
+    assert "And now?" in (second.done["result"] or "")
+    assert not second.of("subagent_end") and not second.of("tool_call")
+    assert second.done["usage"]["input_tokens"] == 100  # one model call: its own
+
+
 async def test_warm_sessions_are_evicted_and_expire(
     database_url: URL, tmp_path: Path, wire: str
 ) -> None:

@@ -3,7 +3,9 @@ and its stream ends with `error` and `done`, so no client waits for it forever."
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +16,19 @@ from httpx_sse import aconnect_sse
 from sqlalchemy import URL, text
 
 from app.main import create_app
-from tests.conftest import ADMIN_KEY, TenantFixture, create_tenant, make_settings, reset_database
-from tests.integration.execute.streams import follow, new_conversation, stream_turn
+from tests.conftest import (
+    ADMIN_KEY,
+    TenantFixture,
+    create_tenant,
+    make_settings,
+    reset_database,
+)
+from tests.integration.execute.streams import (
+    follow,
+    new_conversation,
+    stream_turn,
+    wait_for_run,
+)
 from tests.integration.live_server import serve_in_loop, spawn_service
 
 pytestmark = pytest.mark.parametrize("wire", ["anthropic"], indirect=True)
@@ -127,5 +140,58 @@ async def test_a_killed_service_leaves_a_run_that_the_next_start_interrupts(
             assert [kind for kind, _ in rest][-1:] == ["done"] and len(rest) <= 2
             assert rest[-1][1]["status"] == "error"
             assert (await stream_turn(second, tenant, cid, "again")).done["status"] == "success"
+    finally:
+        await reset_database(database_url)
+
+
+async def test_a_stop_signal_lets_runs_finish_then_cancels_them_saying_why(
+    database_url: URL, tmp_path: Path, wire: str
+) -> None:
+    """SIGTERM to `python -m app` with a run going past SHUTDOWN_TIMEOUT: no new
+    connection is taken, the run is cancelled and recorded with error_type `shutdown`, its events end
+    with `error` and `done`, and the service and its agent processes are gone."""
+    service, base = spawn_service(
+        {
+            "DATABASE_URL": database_url.render_as_string(hide_password=False),
+            "DB_AUTO_MIGRATE": "false",
+            "ADMIN_API_KEYS": ADMIN_KEY,
+            "DATA_DIR": str(tmp_path / "first"),
+            "MODEL_PROVIDER": "offline",
+            "OFFLINE_MODEL_WIRE": wire,
+            "LOG_LEVEL": "WARNING",
+            "SHUTDOWN_TIMEOUT": "2",
+        }
+    )
+    try:
+        async with httpx.AsyncClient(base_url=base) as first:
+            tenant = await create_tenant(first, "acme")
+            cid = await new_conversation(first, tenant)
+            stream = asyncio.create_task(stream_turn(first, tenant, cid, "scenario:slow:1500"))
+            run_id = await wait_for_run(first, tenant, cid)
+            await asyncio.sleep(1)
+            service.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.3)
+            with pytest.raises(httpx.ConnectError):  # it takes no new connection
+                await first.get("/health/live")
+            await asyncio.gather(stream, return_exceptions=True)  # cut, or ended
+            # Uvicorn ends by re-raising the signal it caught, once shut down.
+            assert await asyncio.to_thread(service.wait, 30) in (0, -signal.SIGTERM)
+    finally:
+        service.kill()
+        service.wait(timeout=30)
+
+    restarted = create_app(make_settings(database_url, tmp_path / "second"))
+    try:
+        async with (
+            restarted.router.lifespan_context(restarted),
+            serve_in_loop(restarted) as url,
+            httpx.AsyncClient(base_url=url) as second,
+        ):
+            run = (await second.get(tenant.url(f"/runs/{run_id}"), headers=tenant.headers)).json()
+            assert run["status"] == "cancelled" and run["error_type"] == "shutdown"
+            events = await follow(second, tenant, run_id, 0)
+            errors = [data for kind, data in events if kind == "error"]
+            assert [e["error_type"] for e in errors] == ["shutdown"]
+            assert events[-1][0] == "done" and events[-1][1]["status"] == "cancelled"
     finally:
         await reset_database(database_url)

@@ -22,7 +22,8 @@ SCENARIOS: dict[str, str] = {
     "text": "a long answer streamed in many chunks (scenario:text:N for N chunks)",
     "tool": "one Write tool call, then a closing answer",
     "parallel": "two Write tool calls in one message (run in parallel), then an answer",
-    "subagent": "an Agent (Task) call whose sub-agent answers on its own; then an answer",
+    "subagent": "an Agent (Task) call whose sub-agent answers on its own; then an answer "
+    "(scenario:subagent:N, N calls at once)",
     "skill": "a Skill tool call (scenario:skill:NAME), then an answer",
     "slow": "streamed text with a pause between chunks (scenario:slow:MS, default 200)",
     "cache": "a plain answer whose usage includes cache writes (5m and 1h) and reads",
@@ -180,7 +181,10 @@ def plan_reply(request: dict[str, Any]) -> Reply:
             "prompt": "scenario:subagent-reply Research the topic and report back.",
             "subagent_type": "general-purpose",
         }
-        return Reply((ToolUse(_tool_id(request, 0), "Agent", agent_input),))
+        count = int(arg) if arg and arg.isdigit() else 1
+        return Reply(
+            tuple(ToolUse(_tool_id(request, i), "Agent", agent_input) for i in range(count))
+        )
     if name == "skill":
         return Reply((ToolUse(_tool_id(request, 0), "Skill", {"skill": arg or "example"}),))
     if name == "slow":

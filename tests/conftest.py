@@ -48,8 +48,11 @@ def agent_cli_processes(since: float) -> list[psutil.Process]:
     return found
 
 
+LEFTOVER_AGENTS = pytest.StashKey[int]()
+
+
 @pytest.fixture(scope="session", autouse=True)
-def no_agent_process_outlives_the_suite() -> Iterator[None]:
+def no_agent_process_outlives_the_suite(request: pytest.FixtureRequest) -> Iterator[None]:
     """Counted at the end: every CLI process a test started has ended."""
     started = time.time() - 1
     yield
@@ -59,8 +62,14 @@ def no_agent_process_outlives_the_suite() -> Iterator[None]:
             break
         time.sleep(0.1)
         leftovers = [p for p in leftovers if p.is_running() and p.status() != "zombie"]
-    print(f"\nAgent CLI processes left after the suite: {len(leftovers)}")
+    request.config.stash[LEFTOVER_AGENTS] = len(leftovers)
     assert not leftovers, [p.info["cmdline"] for p in leftovers]
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    if LEFTOVER_AGENTS in config.stash:
+        count = config.stash[LEFTOVER_AGENTS]
+        terminalreporter.write_line(f"Agent CLI processes left after the suite: {count}")
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@
   vs. a cold resume (a service with MAX_WARM_SESSIONS=0)        target: >= 3x faster
 - CONCURRENT runs streaming at once, half of their clients dropping mid-answer and
   re-attaching with Last-Event-ID: events received = events persisted, none lost
-- the memory each warm session holds (its CLI process: RSS and USS)
+- what each warm session costs while idle (its CLI process: RSS, USS, CPU)
 
 Both services run as their own processes (`python -m app`, real HTTP and SSE).
 Run: `uv run python -m bench.durable`.
@@ -33,6 +33,7 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "7"))
 CONCURRENT = int(os.environ.get("BENCH_CONCURRENT", "20"))
 CHUNKS = int(os.environ.get("BENCH_CONCURRENT_CHUNKS", "400"))
 DROP_AFTER = 50  # events a dropping client reads before it goes
+IDLE_SAMPLE = 10.0  # seconds over which the warm processes' idle CPU is measured
 
 
 def _ids(block: bytes) -> list[int]:
@@ -173,12 +174,17 @@ async def main() -> None:
             processes = warm_processes(warm_dir)
             rss = [p.memory_info().rss for p in processes]
             uss = [p.memory_full_info().uss for p in processes]
+            cpu_before = sum(sum(p.cpu_times()[:2]) for p in processes)
+            await asyncio.sleep(IDLE_SAMPLE)
+            idle_cpu = sum(sum(p.cpu_times()[:2]) for p in processes) - cpu_before
             if processes:
                 print(f"memory per warm session ({len(processes)} warm CLI processes)")
                 print(
                     f"  RSS {statistics.mean(rss) / 2**20:6.1f} MiB  (shared pages counted in each)"
                 )
                 print(f"  USS {statistics.mean(uss) / 2**20:6.1f} MiB  (its own pages only)")
+                share = idle_cpu / IDLE_SAMPLE / len(processes)
+                print(f"  CPU while idle {share:.1%} of a core each (over {IDLE_SAMPLE:g} s)")
     finally:
         for service in services:
             service.terminate()

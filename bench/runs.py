@@ -149,8 +149,13 @@ async def main() -> None:
         with tempfile.TemporaryDirectory() as scratch:
             data_dir, workdir = Path(scratch) / "data", Path(scratch) / "bare"
             workdir.mkdir()
+            # Every turn here is a new conversation, as the bare SDK's is a new process:
+            # warm sessions could serve none of them, and would only idle beside them.
             service, base = start_service(
-                url.render_as_string(hide_password=False), model.url, data_dir
+                url.render_as_string(hide_password=False),
+                model.url,
+                data_dir,
+                MAX_WARM_SESSIONS="0",
             )
             async with httpx.AsyncClient(base_url=base, timeout=300) as http:
                 headers = await bench_tenant(http)

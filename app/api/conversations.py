@@ -18,6 +18,7 @@ from app.schemas.conversations import (
     MessageRead,
 )
 from app.services import conversations as service
+from app.services.execute.executor import CONVERSATION_DELETED, RunExecutor
 
 router = APIRouter(prefix="/api/tenants/{tenant_id}/conversations", tags=["conversations"])
 
@@ -88,8 +89,11 @@ async def update_conversation(
 async def archive_conversation(
     request: Request, scope: CurrentScope, session: DbSession, conversation_id: ConversationPath
 ) -> ConversationRead:
+    """Archive: the conversation takes no more turns. A run in progress finishes."""
     conversation = await service.archive_conversation(session, scope, conversation_id)
-    request.app.state.executor.ctx.warm.discard(scope.tenant_id, str(conversation_id))
+    await session.commit()
+    executor: RunExecutor = request.app.state.executor
+    executor.ctx.warm.discard(scope.tenant_id, str(conversation_id))
     return ConversationRead.model_validate(conversation)
 
 
@@ -102,8 +106,13 @@ async def archive_conversation(
 async def delete_conversation(
     request: Request, scope: CurrentScope, session: DbSession, conversation_id: ConversationPath
 ) -> None:
+    """Delete the conversation with its messages and runs; a run in progress is cancelled."""
+    executor: RunExecutor = request.app.state.executor
+    # Its runs end (and are recorded) first; then what started while the delete waited.
+    await executor.end_work_of(scope.tenant_id, conversation_id, CONVERSATION_DELETED)
     await service.delete_conversation(session, scope, conversation_id)
-    request.app.state.executor.ctx.warm.discard(scope.tenant_id, str(conversation_id))
+    await session.commit()
+    await executor.end_work_of(scope.tenant_id, conversation_id, CONVERSATION_DELETED)
 
 
 @router.get("/{conversation_id}/messages", response_model=Page[MessageRead], responses=_ONE)

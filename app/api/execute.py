@@ -10,11 +10,11 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from app.api.deps import CurrentScope, DbSession, HeaderUserId, get_settings
-from app.errors import ServiceUnavailableError, UnprocessableError, error_responses
+from app.errors import UnprocessableError, error_responses
 from app.models import RunEvent
 from app.schemas.runs import RunRead, StreamRequest, run_read
 from app.services import runs as service
@@ -25,6 +25,7 @@ router = APIRouter(prefix="/api/tenants/{tenant_id}", tags=["execution"])
 
 PING_SECONDS = 10.0
 COALESCE_SECONDS = 0.02
+MAX_SEQ = 10_000_000  # the highest seq a client may resume after
 _STREAM_DOC: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "Server-Sent Events: init, progress, text_delta, assistant, tool_call, "
@@ -62,6 +63,10 @@ async def sse_events(events: RunEventLog, after: int = 0) -> AsyncIterator[bytes
         quiet_since = time.monotonic()
         # While events flow, gather a few milliseconds' worth per write.
         await asyncio.sleep(COALESCE_SECONDS)
+    # A client that re-attached at or past the end still gets `done`, as from a replay.
+    if after >= len(events.events) and events.events and events.events[-1]["event"] == "done":
+        last = events.events[-1]
+        yield _sse(last["event"], last["json"], last["seq"])
 
 
 @router.post(
@@ -80,11 +85,7 @@ async def stream(
     """Run the agent on the user's input and stream what it does. The run belongs to the
     service, not to this connection: a client that goes away does not stop it."""
     executor: RunExecutor = request.app.state.executor
-    if executor.closing:
-        raise ServiceUnavailableError("The service is shutting down; try again shortly")
     tenant_limit = await service.tenant_run_limit(session, scope)
-    if executor.must_refuse(scope.tenant_id, tenant_limit):
-        raise service.queue_full()
     run = await service.queue_run(
         session,
         scope,
@@ -93,10 +94,17 @@ async def stream(
         user_id,
         max_input_chars=get_settings(request).max_user_input_chars,
     )
+    # A slot or a queue place is claimed now, before anything awaits, so concurrent
+    # requests cannot overfill the queue; refused, the run is rolled back with the request.
+    admission = executor.admit(scope.tenant_id, tenant_limit)
     # The run must be durable before its task reads it, and the stream must not hold a
     # database connection: this endpoint ends its transaction here, not in the dependency.
-    await session.commit()
-    events = executor.start(run.run_id, scope.tenant_id, tenant_limit)
+    try:
+        await session.commit()
+    except BaseException:
+        executor.withdraw(admission)
+        raise
+    events = executor.start(run.run_id, conversation_id, admission)
     return StreamingResponse(
         sse_events(events),
         media_type="text/event-stream",
@@ -116,11 +124,16 @@ async def get_run(
 
 
 def _resume_point(last_event_id: str | None, after: int | None) -> int:
-    if last_event_id is None:
+    """Where a re-attaching client reads on from: the header wins over `?after=`."""
+    if last_event_id is None or not last_event_id.strip():
         return after or 0
-    if not last_event_id.isdigit():
-        raise UnprocessableError("Last-Event-ID must be an event seq (a whole number)")
-    return int(last_event_id)
+    value = last_event_id.strip()
+    # ASCII digits only: str.isdigit() would take "²", which int() refuses.
+    if not (value.isascii() and value.isdigit()) or int(value) > MAX_SEQ:
+        raise UnprocessableError(
+            f"Last-Event-ID must be an event seq: a whole number from 0 to {MAX_SEQ}"
+        )
+    return int(value)
 
 
 async def _replay(rows: list[RunEvent]) -> AsyncIterator[bytes]:
@@ -138,7 +151,7 @@ async def run_events(
     session: DbSession,
     run_id: Annotated[uuid.UUID, Path()],
     after: Annotated[
-        int | None, Query(ge=0, le=10_000_000, description="Replay events after this seq")
+        int | None, Query(ge=0, le=MAX_SEQ, description="Replay events after this seq")
     ] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
 ) -> StreamingResponse:
@@ -164,13 +177,21 @@ async def run_events(
 @router.post(
     "/runs/{run_id}/cancel",
     response_model=RunRead,
-    responses=error_responses(401, 403, 404, 409, 422),
+    responses={
+        202: {"description": "The run is still being stopped", "model": RunRead},
+        **error_responses(401, 403, 404, 409, 422),
+    },
 )
 async def cancel_run(
-    request: Request, scope: CurrentScope, session: DbSession, run_id: Annotated[uuid.UUID, Path()]
+    request: Request,
+    response: Response,
+    scope: CurrentScope,
+    session: DbSession,
+    run_id: Annotated[uuid.UUID, Path()],
 ) -> RunRead:
     """Stop a run: the agent process ends, the stream ends with `done` (status
-    `cancelled`), and the messages and usage so far are kept. 409 if it already ended."""
+    `cancelled`), and the messages and usage so far are kept. 409 if it ended first;
+    202 if it is still being stopped when this answers."""
     run = await service.get_run(session, scope, run_id)
     service.check_cancellable(run)
     executor: RunExecutor = request.app.state.executor
@@ -181,4 +202,7 @@ async def cancel_run(
         await service.cancel_orphan(session, run)
         await session.commit()
     await session.refresh(run)
+    if run.status != "cancelled":
+        service.check_cancellable(run)  # it ended on its own before the cancel took
+        response.status_code = 202
     return run_read(run)

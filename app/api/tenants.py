@@ -11,6 +11,7 @@ from app.errors import error_responses
 from app.schemas.common import Page
 from app.schemas.tenants import TenantCreate, TenantId, TenantRead, TenantStatus, TenantUpdate
 from app.services import tenants as service
+from app.services.execute.executor import TENANT_DELETED, RunExecutor
 
 router = APIRouter(prefix="/api/tenants", tags=["tenants"])
 
@@ -68,5 +69,9 @@ async def update_tenant(
 async def delete_tenant(
     request: Request, _: AdminPrincipal, session: DbSession, tenant_id: TenantPath
 ) -> None:
+    """Delete the tenant with everything it owns; its runs in progress are cancelled."""
+    executor: RunExecutor = request.app.state.executor
+    await executor.end_work_of(tenant_id, None, TENANT_DELETED)
     await service.delete_tenant(session, tenant_id)
-    request.app.state.executor.ctx.warm.discard(tenant_id)
+    await session.commit()
+    await executor.end_work_of(tenant_id, None, TENANT_DELETED)

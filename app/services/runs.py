@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import ConflictError, NotFoundError, TooManyRequestsError, UnprocessableError
+from app.errors import ConflictError, NotFoundError, UnprocessableError
 from app.models import Message, Run, RunEvent, Tenant
 from app.models.run import ACTIVE_RUN_STATUSES
 from app.schemas.runs import StreamRequest
@@ -19,12 +19,6 @@ from app.services.execute.events import done_data
 from app.services.integrity import flush_mapping_violations
 from app.services.models import require_model
 from app.services.scope import TenantScope
-
-
-def queue_full() -> TooManyRequestsError:
-    return TooManyRequestsError(
-        "Too many runs are waiting for a slot; try again shortly", code="QUEUE_FULL"
-    )
 
 
 def _in_progress(run_id: uuid.UUID | None) -> ConflictError:

@@ -1,22 +1,35 @@
-"""The executor owns running agent runs: it starts them as tasks of their own (not of
-the request that asked), keeps their live event logs, and stops them, and the warm
-sessions they leave, at shutdown."""
+"""The executor owns running agent runs: it admits them under the limits, starts them as
+tasks of their own (not of the request that asked), keeps their live event logs, and
+stops them, and the warm sessions they leave, at shutdown."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 import uuid
+from dataclasses import dataclass
 
 import structlog
 
+from app.errors import ServiceUnavailableError
 from app.services.execute.events import RunEventLog
-from app.services.execute.limits import QueueTimeoutError, RunSlots
-from app.services.execute.runner import ExecutionContext, end_unstarted, execute_run
+from app.services.execute.limits import Admission, QueueTimeoutError, RunSlots
+from app.services.execute.record import end_unstarted
+from app.services.execute.runner import ExecutionContext, execute_run
 
 log = structlog.get_logger(__name__)
 
-SHUTDOWN_REASON = ("shutdown", "The service shut down before the run finished", True)
+Reason = tuple[str, str, bool]  # error_type, message, recoverable
+SHUTDOWN_REASON: Reason = ("shutdown", "The service shut down before the run finished", True)
+CONVERSATION_DELETED: Reason = ("deleted", "The conversation was deleted", False)
+TENANT_DELETED: Reason = ("deleted", "The tenant was deleted", False)
+
+
+@dataclass(eq=False)
+class _LiveRun:
+    task: asyncio.Task[None]
+    events: RunEventLog
+    conversation_id: uuid.UUID
 
 
 class RunExecutor:
@@ -26,7 +39,7 @@ class RunExecutor:
         self.ctx = ctx
         self.slots = RunSlots(max_running, max_queued)
         self.queue_timeout = queue_timeout
-        self._runs: dict[uuid.UUID, tuple[asyncio.Task[None], RunEventLog]] = {}
+        self._runs: dict[uuid.UUID, _LiveRun] = {}
         # Set at shutdown: no new run starts. When the stop was asked for.
         self.closing = False
         self._stop_asked: float | None = None
@@ -38,66 +51,93 @@ class RunExecutor:
             self._stop_asked = time.monotonic()
         self.closing = True
 
-    def must_refuse(self, tenant_id: str, tenant_limit: int) -> bool:
-        """A new run would have to wait, and the queue is full."""
-        return not self.slots.can_start(tenant_id, tenant_limit) and self.slots.queue_full()
+    def admit(self, tenant_id: str, tenant_limit: int) -> Admission:
+        """Claim a slot or a place in the queue for a run about to be recorded: 503 while
+        shutting down, 429 QUEUE_FULL when the queue is full. Pass the admission to
+        `start`, or to `withdraw` if the run is not recorded after all."""
+        if self.closing:
+            raise ServiceUnavailableError("The service is shutting down; try again shortly")
+        return self.slots.admit(tenant_id, tenant_limit)
 
-    def start(self, run_id: uuid.UUID, tenant_id: str, tenant_limit: int) -> RunEventLog:
-        events = RunEventLog(run_id, tenant_id, self.ctx.sessionmaker)
-        # A run that slipped in as shutdown began ends at once, saying why.
-        work = (
-            end_unstarted(self.ctx, run_id, events, error=SHUTDOWN_REASON)
-            if self.closing
-            else self._run(run_id, tenant_id, tenant_limit, events)
-        )
-        task = asyncio.create_task(work, name=f"run-{run_id}")
-        self._runs[run_id] = (task, events)
+    def withdraw(self, admission: Admission) -> None:
+        self.slots.release(admission)
+
+    def start(
+        self, run_id: uuid.UUID, conversation_id: uuid.UUID, admission: Admission
+    ) -> RunEventLog:
+        events = RunEventLog(run_id, admission.tenant_id, self.ctx.sessionmaker)
+        task = asyncio.create_task(self._run(run_id, admission, events), name=f"run-{run_id}")
+        self._runs[run_id] = _LiveRun(task, events, conversation_id)
         task.add_done_callback(lambda _: self._runs.pop(run_id, None))
         return events
 
-    async def _run(
-        self, run_id: uuid.UUID, tenant_id: str, tenant_limit: int, events: RunEventLog
+    async def _end(
+        self, run_id: uuid.UUID, events: RunEventLog, *, cancelled: bool, error: Reason | None
     ) -> None:
+        """End a run that never reached the agent. Marked finishing before the shielded
+        work begins, so a second cancel cannot cut the recording short."""
+        events.finishing = True
+        await asyncio.shield(
+            end_unstarted(self.ctx.sessionmaker, run_id, events, cancelled=cancelled, error=error)
+        )
+
+    async def _run(self, run_id: uuid.UUID, admission: Admission, events: RunEventLog) -> None:
         def queued(position: int) -> None:
             message = f"Waiting for a free slot: position {position} in the queue"
             events.emit("progress", {"type": "queued", "message": message, "position": position})
 
         try:
-            await self.slots.acquire(tenant_id, tenant_limit, self.queue_timeout, queued)
-        except QueueTimeoutError:
-            message = f"No run slot became free within {self.queue_timeout:g} s"
-            ending = end_unstarted(self.ctx, run_id, events, error=("queue_timeout", message, True))
-            await asyncio.shield(ending)
-            return
-        except asyncio.CancelledError:
-            ending = end_unstarted(
-                self.ctx, run_id, events, cancelled=True, error=events.cancel_reason
-            )
-            await asyncio.shield(ending)
-            raise
-        try:
-            if self.closing:  # it waited in the queue past the stop signal
-                await asyncio.shield(end_unstarted(self.ctx, run_id, events, error=SHUTDOWN_REASON))
+            try:
+                await self.slots.wait(admission, self.queue_timeout, queued)
+            except QueueTimeoutError:
+                message = f"No run slot became free within {self.queue_timeout:g} s"
+                await self._end(
+                    run_id, events, cancelled=False, error=("queue_timeout", message, True)
+                )
+                return
+            except asyncio.CancelledError:
+                await self._end(run_id, events, cancelled=True, error=events.cancel_reason)
+                raise
+            if self.closing:  # it slipped in, or waited in the queue, past the stop signal
+                await self._end(run_id, events, cancelled=True, error=SHUTDOWN_REASON)
             else:
                 await execute_run(self.ctx, run_id, events)
         finally:
-            self.slots.release(tenant_id)
+            self.slots.release(admission)
 
     def live_events(self, run_id: uuid.UUID) -> RunEventLog | None:
-        entry = self._runs.get(run_id)
-        return entry[1] if entry else None
+        live = self._runs.get(run_id)
+        return live.events if live else None
 
-    async def cancel(self, run_id: uuid.UUID, wait_seconds: float = 10.0) -> bool:
+    async def cancel(
+        self, run_id: uuid.UUID, *, reason: Reason | None = None, wait_seconds: float = 10.0
+    ) -> bool:
         """Stop a live run: its task is cancelled, which ends the CLI process and records
-        the run as cancelled (messages and usage so far kept). False if not live here."""
-        entry = self._runs.get(run_id)
-        if entry is None:
+        the run as cancelled (messages and usage so far kept), and wait for that. `reason`
+        says why when it is not a user's request. False if it is not live here."""
+        live = self._runs.get(run_id)
+        if live is None:
             return False
-        task, events = entry
-        if not events.finishing:
-            task.cancel()
-        await asyncio.wait([task], timeout=wait_seconds)
+        if not live.events.finishing:
+            if reason is not None and live.events.cancel_reason is None:
+                live.events.cancel_reason = reason
+            live.task.cancel()
+        await asyncio.wait([live.task], timeout=wait_seconds)
         return True
+
+    async def end_work_of(
+        self, tenant_id: str, conversation_id: uuid.UUID | None, reason: Reason
+    ) -> None:
+        """A tenant, or one of its conversations, is being deleted: cancel its live runs
+        (waiting for them to end) and close its warm sessions."""
+        runs = [
+            run_id
+            for run_id, live in self._runs.items()
+            if live.events.tenant_id == tenant_id
+            and conversation_id in (None, live.conversation_id)
+        ]
+        await asyncio.gather(*(self.cancel(run_id, reason=reason) for run_id in runs))
+        self.ctx.warm.discard(tenant_id, str(conversation_id) if conversation_id else None)
 
     async def shutdown(self, grace_seconds: float) -> None:
         """Take no new runs; let running ones finish for up to `grace_seconds` from when the
@@ -106,7 +146,7 @@ class RunExecutor:
         self.stop_taking_runs()
         assert self._stop_asked is not None
         grace_seconds = max(0.0, grace_seconds - (time.monotonic() - self._stop_asked))
-        runs = dict(self._runs.values())
+        runs = {live.task: live.events for live in self._runs.values()}
         if runs:
             _, pending = await asyncio.wait(runs, timeout=grace_seconds)
             for task in pending:

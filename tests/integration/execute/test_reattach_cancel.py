@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import httpx
 
 from tests.conftest import TenantFixture, assert_error
 from tests.integration.execute.streams import (
+    Event,
     follow,
     gone,
     new_conversation,
@@ -30,12 +32,46 @@ async def test_reattach_replays_after_last_event_id(
         tenant.url(f"/runs/{run_id}/events?after=5"), headers=tenant.headers
     )
     assert by_query.text.startswith("event: ") and "\nid: 6\n" in by_query.text
-    assert_error(
-        await client.get(
-            tenant.url(f"/runs/{run_id}/events"), headers={**tenant.headers, "Last-Event-ID": "x"}
-        ),
-        422,
+    # A Last-Event-ID that is not a seq is refused; "\xb2" reads as "²", a digit to
+    # str.isdigit(); 3000000000 is past what a seq can be.
+    for bad in (b"x", b"-1", b"\xb2", b"3000000000"):
+        assert_error(
+            await client.get(
+                tenant.url(f"/runs/{run_id}/events"),
+                headers={**tenant.headers, "Last-Event-ID": bad},
+            ),
+            422,
+        )
+    # An empty one is no position at all: the whole run.
+    assert await follow_raw(client, tenant, run_id, b"") == full.events
+
+
+async def follow_raw(
+    client: httpx.AsyncClient, tenant: TenantFixture, run_id: str, last_event_id: bytes
+) -> list[Event]:
+    response = await client.get(
+        tenant.url(f"/runs/{run_id}/events"),
+        headers={**tenant.headers, "Last-Event-ID": last_event_id},
     )
+    assert response.status_code == 200, response.text
+    return [
+        (block.split("\n")[0].removeprefix("event: "), json.loads(block.split("data: ", 1)[1]))
+        for block in response.text.strip().split("\n\n")
+    ]
+
+
+async def test_a_client_past_the_end_gets_done(
+    client: httpx.AsyncClient, tenant: TenantFixture
+) -> None:
+    """Re-attached at (or beyond) the last event, live or after the run, a client still
+    gets `done`, as every stream ends with it."""
+    cid = await new_conversation(client, tenant)
+    original = asyncio.create_task(stream_turn(client, tenant, cid, "scenario:slow:150"))
+    run_id = await wait_for_run(client, tenant, cid)
+    ahead = await follow(client, tenant, run_id, 100_000)  # live: waits for the end
+    first = await original
+    assert ahead == [first.events[-1]]
+    assert await follow(client, tenant, run_id, len(first.events)) == [first.events[-1]]
 
 
 async def test_reattach_to_a_live_run(client: httpx.AsyncClient, tenant: TenantFixture) -> None:
@@ -91,3 +127,19 @@ async def test_other_tenants_cannot_reattach_or_cancel(
         assert_error(
             await client.request(method, tenant.url(path), headers=other_tenant.headers), 404
         )
+
+
+async def test_deleting_a_conversation_cancels_its_run(
+    client: httpx.AsyncClient, tenant: TenantFixture, tmp_path: Path
+) -> None:
+    cid = await new_conversation(client, tenant)
+    stream = asyncio.create_task(stream_turn(client, tenant, cid, "scenario:slow:1000"))
+    run_id = await wait_for_run(client, tenant, cid)
+    await asyncio.sleep(1.5)
+    deleted = await client.delete(tenant.url(f"/conversations/{cid}"), headers=tenant.headers)
+    assert deleted.status_code == 204
+    result = await asyncio.wait_for(stream, 30)
+    assert result.done["status"] == "cancelled"
+    assert result.of("error")[-1]["error_type"] == "deleted"
+    assert await gone(tmp_path / "data", tenant, cid)
+    assert_error(await client.get(tenant.url(f"/runs/{run_id}"), headers=tenant.headers), 404)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,6 +104,61 @@ async def wait_for_run(client: httpx.AsyncClient, tenant: TenantFixture, cid: st
             return str(messages["items"][0]["run_id"])
         await asyncio.sleep(0.025)
     raise AssertionError("the run did not start")
+
+
+async def start_turn(
+    client: httpx.AsyncClient, tenant: TenantFixture, cid: str, user_input: str
+) -> tuple[asyncio.Task[Stream], str]:
+    """A turn streaming in the background, and its run id once the run is recorded."""
+    task = asyncio.create_task(stream_turn(client, tenant, cid, user_input))
+    return task, await wait_for_run(client, tenant, cid)
+
+
+async def wait_running(client: httpx.AsyncClient, tenant: TenantFixture, run_id: str) -> None:
+    """Until the run has left the queue and its agent is at work."""
+    for _ in range(400):
+        run = (await client.get(tenant.url(f"/runs/{run_id}"), headers=tenant.headers)).json()
+        if run["status"] == "running":
+            return
+        await asyncio.sleep(0.025)
+    raise AssertionError("the run never ran")
+
+
+async def stream_until(
+    client: httpx.AsyncClient,
+    tenant: TenantFixture,
+    cid: str,
+    user_input: str,
+    stop: Callable[[Event], bool],
+) -> tuple[str, list[Event], str]:
+    """Start a turn and read its stream until `stop(event)` says so, then drop the
+    connection: the run id, the events seen and the last event id."""
+    seen: list[Event] = []
+    last_id = ""
+    async with aconnect_sse(
+        client,
+        "POST",
+        tenant.url(f"/conversations/{cid}/stream"),
+        json={"user_input": user_input},
+        headers=tenant.headers,
+        timeout=60,
+    ) as source:
+        run_id = source.response.headers["x-run-id"]
+        async for sse in source.aiter_sse():
+            seen.append((sse.event, json.loads(sse.data)))
+            last_id = sse.id
+            if stop(seen[-1]):
+                break
+    return run_id, seen, last_id
+
+
+def parse_sse(body: str) -> list[Event]:
+    """The events of a whole SSE body, read at once."""
+    events = []
+    for block in body.strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.split("\n"))
+        events.append((fields["event"], json.loads(fields["data"])))
+    return events
 
 
 def agent_pids(data_dir: Path, tenant: TenantFixture, cid: str) -> list[int]:

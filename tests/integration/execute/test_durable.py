@@ -6,14 +6,12 @@ shutdown ends runs and says why. All over a real Uvicorn server."""
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from httpx_sse import aconnect_sse
 from sqlalchemy import URL, text
 
 from tests.conftest import ADMIN, TenantFixture, assert_error, create_tenant
@@ -24,8 +22,9 @@ from tests.integration.execute.streams import (
     gone,
     new_conversation,
     running_service,
+    start_turn,
     stream_turn,
-    wait_for_run,
+    stream_until,
 )
 
 CACHE_USAGE = {
@@ -54,22 +53,16 @@ async def test_disconnect_then_reattach_by_last_event_id(
     client: httpx.AsyncClient, app: FastAPI, tenant: TenantFixture
 ) -> None:
     cid = await new_conversation(client, tenant)
-    seen: list[Event] = []
-    last_id = ""
-    async with aconnect_sse(
-        client,
-        "POST",
-        tenant.url(f"/conversations/{cid}/stream"),
-        json={"user_input": "scenario:slow:300"},
-        headers=tenant.headers,
-        timeout=60,
-    ) as source:
-        run_id = source.response.headers["x-run-id"]
-        async for sse in source.aiter_sse():
-            seen.append((sse.event, json.loads(sse.data)))
-            last_id = sse.id
-            if sum(1 for e, _ in seen if e == "text_delta") == 2:
-                break  # leaving the block drops the connection mid-answer
+    chunks: list[Event] = []
+
+    def two_chunks_in(event: Event) -> bool:  # then the connection drops mid-answer
+        if event[0] == "text_delta":
+            chunks.append(event)
+        return len(chunks) == 2
+
+    run_id, seen, last_id = await stream_until(
+        client, tenant, cid, "scenario:slow:300", two_chunks_in
+    )
     assert seen[-1][0] == "text_delta"
     await asyncio.sleep(0.5)  # the run goes on with nobody listening
     rest = await follow(client, tenant, run_id, int(last_id))
@@ -89,8 +82,7 @@ async def test_two_followers_see_the_same_events(
     client: httpx.AsyncClient, app: FastAPI, tenant: TenantFixture
 ) -> None:
     cid = await new_conversation(client, tenant)
-    original = asyncio.create_task(stream_turn(client, tenant, cid, "scenario:slow:200"))
-    run_id = await wait_for_run(client, tenant, cid)
+    original, run_id = await start_turn(client, tenant, cid, "scenario:slow:200")
     first, second = await asyncio.gather(
         follow(client, tenant, run_id, 0), follow(client, tenant, run_id, 0)
     )
@@ -237,8 +229,7 @@ async def test_shutdown_cancels_late_runs_and_says_why(
         await stream_turn(client, tenant, idle, "hello")
         assert agent_pids(data_dir, tenant, idle)  # warm
         busy = await new_conversation(client, tenant)
-        stream = asyncio.create_task(stream_turn(client, tenant, busy, "scenario:slow:1000"))
-        run_id = await wait_for_run(client, tenant, busy)
+        stream, run_id = await start_turn(client, tenant, busy, "scenario:slow:1000")
         await asyncio.sleep(1.5)
 
         await app.state.executor.shutdown(0.5)

@@ -8,13 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import URL
 
 from tests.conftest import (
     ADMIN,
-    TenantFixture,
     assert_error,
     create_tenant,
 )
@@ -22,27 +20,14 @@ from tests.integration.execute.streams import (
     Stream,
     new_conversation,
     running_service,
+    start_turn,
     stream_turn,
+    wait_running,
 )
 
 pytestmark = pytest.mark.parametrize("wire", ["anthropic"], indirect=True)
 
 Client = Callable[..., Any]
-
-
-async def _wait_running(client: httpx.AsyncClient, tenant: TenantFixture, cid: str) -> None:
-    for _ in range(400):
-        items = (
-            await client.get(tenant.url(f"/conversations/{cid}/messages"), headers=tenant.headers)
-        ).json()["items"]
-        if items:
-            run = (
-                await client.get(tenant.url(f"/runs/{items[0]['run_id']}"), headers=tenant.headers)
-            ).json()
-            if run["status"] == "running":
-                return
-        await asyncio.sleep(0.025)
-    raise AssertionError("the first run never ran")
 
 
 async def test_a_run_over_the_global_limit_waits_then_runs(
@@ -54,8 +39,8 @@ async def test_a_run_over_the_global_limit_waits_then_runs(
             await new_conversation(client, tenant),
             await new_conversation(client, tenant),
         )
-        first = asyncio.create_task(stream_turn(client, tenant, first_cid, "scenario:slow:400"))
-        await _wait_running(client, tenant, first_cid)
+        first, first_run = await start_turn(client, tenant, first_cid, "scenario:slow:400")
+        await wait_running(client, tenant, first_run)
         second = await stream_turn(client, tenant, second_cid, "Me next")
         queued = [p for p in second.of("progress") if p["type"] == "queued"]
         assert queued and queued[0]["position"] == 1
@@ -70,8 +55,8 @@ async def test_the_tenant_limit_applies_per_tenant(
         tenant = await create_tenant(client, "acme", settings={"max_concurrent_runs": 1})
         other = await create_tenant(client, "globex")
         first_cid = await new_conversation(client, tenant)
-        first = asyncio.create_task(stream_turn(client, tenant, first_cid, "scenario:slow:400"))
-        await _wait_running(client, tenant, first_cid)
+        first, first_run = await start_turn(client, tenant, first_cid, "scenario:slow:400")
+        await wait_running(client, tenant, first_run)
         # Another tenant is not held up...
         elsewhere = await stream_turn(client, other, await new_conversation(client, other), "hi")
         assert not [p for p in elsewhere.of("progress") if p["type"] == "queued"]
@@ -90,8 +75,8 @@ async def test_full_queue_is_429_and_waiting_has_a_timeout(
     ) as (_, client):
         tenant = await create_tenant(client, "acme")
         cids = [await new_conversation(client, tenant) for _ in range(3)]
-        first = asyncio.create_task(stream_turn(client, tenant, cids[0], "scenario:slow:400"))
-        await _wait_running(client, tenant, cids[0])
+        first, first_run = await start_turn(client, tenant, cids[0], "scenario:slow:400")
+        await wait_running(client, tenant, first_run)
         waiting = asyncio.create_task(stream_turn(client, tenant, cids[1], "I will wait"))
         for _ in range(200):
             if (

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
 import httpx
 
 from tests.conftest import TenantFixture, assert_error
 from tests.integration.execute.streams import (
-    Event,
     follow,
     gone,
     new_conversation,
+    parse_sse,
+    start_turn,
     stream_turn,
-    wait_for_run,
+    wait_running,
 )
 
 
@@ -38,26 +38,15 @@ async def test_reattach_replays_after_last_event_id(
         assert_error(
             await client.get(
                 tenant.url(f"/runs/{run_id}/events"),
-                headers={**tenant.headers, "Last-Event-ID": bad},
+                headers=[(b"X-API-Key", tenant.key.encode()), (b"Last-Event-ID", bad)],
             ),
             422,
         )
     # An empty one is no position at all: the whole run.
-    assert await follow_raw(client, tenant, run_id, b"") == full.events
-
-
-async def follow_raw(
-    client: httpx.AsyncClient, tenant: TenantFixture, run_id: str, last_event_id: bytes
-) -> list[Event]:
-    response = await client.get(
-        tenant.url(f"/runs/{run_id}/events"),
-        headers={**tenant.headers, "Last-Event-ID": last_event_id},
+    whole = await client.get(
+        tenant.url(f"/runs/{run_id}/events"), headers={**tenant.headers, "Last-Event-ID": ""}
     )
-    assert response.status_code == 200, response.text
-    return [
-        (block.split("\n")[0].removeprefix("event: "), json.loads(block.split("data: ", 1)[1]))
-        for block in response.text.strip().split("\n\n")
-    ]
+    assert parse_sse(whole.text) == full.events
 
 
 async def test_a_client_past_the_end_gets_done(
@@ -66,8 +55,7 @@ async def test_a_client_past_the_end_gets_done(
     """Re-attached at (or beyond) the last event, live or after the run, a client still
     gets `done`, as every stream ends with it."""
     cid = await new_conversation(client, tenant)
-    original = asyncio.create_task(stream_turn(client, tenant, cid, "scenario:slow:150"))
-    run_id = await wait_for_run(client, tenant, cid)
+    original, run_id = await start_turn(client, tenant, cid, "scenario:slow:150")
     ahead = await follow(client, tenant, run_id, 100_000)  # live: waits for the end
     first = await original
     assert ahead == [first.events[-1]]
@@ -76,8 +64,7 @@ async def test_a_client_past_the_end_gets_done(
 
 async def test_reattach_to_a_live_run(client: httpx.AsyncClient, tenant: TenantFixture) -> None:
     cid = await new_conversation(client, tenant)
-    original = asyncio.create_task(stream_turn(client, tenant, cid, "scenario:slow:150"))
-    run_id = await wait_for_run(client, tenant, cid)
+    original, run_id = await start_turn(client, tenant, cid, "scenario:slow:150")
     follower = await follow(client, tenant, run_id, 2)
     first = await original
     assert first.events[:2] + follower == first.events
@@ -88,13 +75,8 @@ async def test_cancel_mid_stream(
     client: httpx.AsyncClient, tenant: TenantFixture, tmp_path: Path
 ) -> None:
     cid = await new_conversation(client, tenant)
-    stream = asyncio.create_task(stream_turn(client, tenant, cid, "scenario:slow:1000"))
-    run_id = await wait_for_run(client, tenant, cid)
-    for _ in range(200):  # until the agent is answering
-        run = (await client.get(tenant.url(f"/runs/{run_id}"), headers=tenant.headers)).json()
-        if run["status"] == "running":
-            break
-        await asyncio.sleep(0.05)
+    stream, run_id = await start_turn(client, tenant, cid, "scenario:slow:1000")
+    await wait_running(client, tenant, run_id)
     await asyncio.sleep(2.5)
     cancelled = await client.post(tenant.url(f"/runs/{run_id}/cancel"), headers=tenant.headers)
     assert cancelled.status_code == 200, cancelled.text
@@ -133,8 +115,7 @@ async def test_deleting_a_conversation_cancels_its_run(
     client: httpx.AsyncClient, tenant: TenantFixture, tmp_path: Path
 ) -> None:
     cid = await new_conversation(client, tenant)
-    stream = asyncio.create_task(stream_turn(client, tenant, cid, "scenario:slow:1000"))
-    run_id = await wait_for_run(client, tenant, cid)
+    stream, run_id = await start_turn(client, tenant, cid, "scenario:slow:1000")
     await asyncio.sleep(1.5)
     deleted = await client.delete(tenant.url(f"/conversations/{cid}"), headers=tenant.headers)
     assert deleted.status_code == 204

@@ -4,34 +4,52 @@ and its stream ends with `error` and `done`, so no client waits for it forever."
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from httpx_sse import aconnect_sse
 from sqlalchemy import URL, text
 
-from app.main import create_app
 from tests.conftest import (
     ADMIN_KEY,
     TenantFixture,
     create_tenant,
-    make_settings,
-    reset_database,
 )
 from tests.integration.execute.streams import (
+    Event,
     follow,
     new_conversation,
+    parse_sse,
+    running_service,
+    start_turn,
     stream_turn,
-    wait_for_run,
+    stream_until,
 )
-from tests.integration.live_server import serve_in_loop, spawn_service
+from tests.integration.live_server import spawn_service
 
 pytestmark = pytest.mark.parametrize("wire", ["anthropic"], indirect=True)
+
+
+def _spawn(
+    database_url: URL, data_dir: Path, wire: str, **settings: str
+) -> tuple[subprocess.Popen[Any], str]:
+    """`python -m app` on this database, migrated already, with the offline model."""
+    return spawn_service(
+        {
+            "DATABASE_URL": database_url.render_as_string(hide_password=False),
+            "DB_AUTO_MIGRATE": "false",
+            "ADMIN_API_KEYS": ADMIN_KEY,
+            "DATA_DIR": str(data_dir),
+            "MODEL_PROVIDER": "offline",
+            "OFFLINE_MODEL_WIRE": wire,
+            "LOG_LEVEL": "WARNING",
+            **settings,
+        }
+    )
 
 
 async def test_abandoned_runs_are_interrupted_at_start(
@@ -60,22 +78,15 @@ async def test_abandoned_runs_are_interrupted_at_start(
             {"r": run_id},
         )
 
-    restarted = create_app(make_settings(database_url, tmp_path / "second"))
-    async with (
-        restarted.router.lifespan_context(restarted),
-        serve_in_loop(restarted) as url,
-        httpx.AsyncClient(base_url=url) as second,
-    ):
+    async with running_service(database_url, tmp_path / "second") as (_, second):
         run = (await second.get(tenant.url(f"/runs/{run_id}"), headers=tenant.headers)).json()
         assert run["status"] == "interrupted" and run["error_type"] == "interrupted"
         replay = await second.get(
             tenant.url(f"/runs/{run_id}/events?after=1"), headers=tenant.headers
         )
-        blocks = [b for b in replay.text.strip().split("\n\n") if b]
-        kinds = [b.split("\n")[0] for b in blocks]
-        assert kinds == ["event: error", "event: done"]
-        done = json.loads(blocks[-1].split("data: ", 1)[1])
-        assert done["status"] == "error" and done["seq"] == 3
+        events = parse_sse(replay.text)
+        assert [kind for kind, _ in events] == ["error", "done"]
+        assert events[-1][1]["status"] == "error" and events[-1][1]["seq"] == 3
         # The conversation takes new runs again.
         streamed = await second.post(
             tenant.url(f"/conversations/{cid}/stream"),
@@ -91,57 +102,34 @@ async def test_a_killed_service_leaves_a_run_that_the_next_start_interrupts(
     """A real crash: the service is killed mid-answer. The next start marks the run
     interrupted, and a client that re-attaches from where it was gets `error` and
     `done`; the orphaned agent process ends by itself (the suite counts leftovers)."""
-    service, base = spawn_service(
-        {
-            "DATABASE_URL": database_url.render_as_string(hide_password=False),
-            "DB_AUTO_MIGRATE": "false",
-            "ADMIN_API_KEYS": ADMIN_KEY,
-            "DATA_DIR": str(tmp_path / "first"),
-            "MODEL_PROVIDER": "offline",
-            "OFFLINE_MODEL_WIRE": wire,
-            "LOG_LEVEL": "WARNING",
-        }
-    )
-    seen: list[tuple[str, dict[str, Any]]] = []
+    service, base = _spawn(database_url, tmp_path / "first", wire)
+
+    def crash_mid_answer(event: Event) -> bool:
+        if event[0] != "text_delta":
+            return False
+        service.kill()  # mid-answer, as a crash would
+        return True
+
     try:
         async with httpx.AsyncClient(base_url=base) as first:
             tenant = await create_tenant(first, "acme")
             cid = await new_conversation(first, tenant)
-            async with aconnect_sse(
-                first,
-                "POST",
-                tenant.url(f"/conversations/{cid}/stream"),
-                json={"user_input": "scenario:slow:400"},
-                headers=tenant.headers,
-                timeout=60,
-            ) as source:
-                run_id = source.response.headers["x-run-id"]
-                async for sse in source.aiter_sse():
-                    seen.append((sse.event, json.loads(sse.data)))
-                    if sse.event == "text_delta":
-                        service.kill()  # mid-answer, as a crash would
-                        break
+            run_id, seen, _ = await stream_until(
+                first, tenant, cid, "scenario:slow:400", crash_mid_answer
+            )
     finally:
         service.kill()
         service.wait(timeout=30)
 
-    restarted = create_app(make_settings(database_url, tmp_path / "second"))
-    try:
-        async with (
-            restarted.router.lifespan_context(restarted),
-            serve_in_loop(restarted) as url,
-            httpx.AsyncClient(base_url=url) as second,
-        ):
-            run = (await second.get(tenant.url(f"/runs/{run_id}"), headers=tenant.headers)).json()
-            assert run["status"] == "interrupted" and run["error_type"] == "interrupted"
-            rest = await follow(second, tenant, run_id, seen[-1][1]["seq"])
-            # The client saw events the killed process had not stored yet; those seqs went
-            # to the ending, so it gets `done` (and `error` if it was not past it).
-            assert [kind for kind, _ in rest][-1:] == ["done"] and len(rest) <= 2
-            assert rest[-1][1]["status"] == "error"
-            assert (await stream_turn(second, tenant, cid, "again")).done["status"] == "success"
-    finally:
-        await reset_database(database_url)
+    async with running_service(database_url, tmp_path / "second") as (_, second):
+        run = (await second.get(tenant.url(f"/runs/{run_id}"), headers=tenant.headers)).json()
+        assert run["status"] == "interrupted" and run["error_type"] == "interrupted"
+        rest = await follow(second, tenant, run_id, seen[-1][1]["seq"])
+        # The client saw events the killed process had not stored yet; those seqs went
+        # to the ending, so it gets `done` (and `error` if it was not past it).
+        assert [kind for kind, _ in rest][-1:] == ["done"] and len(rest) <= 2
+        assert rest[-1][1]["status"] == "error"
+        assert (await stream_turn(second, tenant, cid, "again")).done["status"] == "success"
 
 
 async def test_a_stop_signal_lets_runs_finish_then_cancels_them_saying_why(
@@ -150,24 +138,12 @@ async def test_a_stop_signal_lets_runs_finish_then_cancels_them_saying_why(
     """SIGTERM to `python -m app` with a run going past SHUTDOWN_TIMEOUT: no new
     connection is taken, the run is cancelled and recorded with error_type `shutdown`, its events end
     with `error` and `done`, and the service and its agent processes are gone."""
-    service, base = spawn_service(
-        {
-            "DATABASE_URL": database_url.render_as_string(hide_password=False),
-            "DB_AUTO_MIGRATE": "false",
-            "ADMIN_API_KEYS": ADMIN_KEY,
-            "DATA_DIR": str(tmp_path / "first"),
-            "MODEL_PROVIDER": "offline",
-            "OFFLINE_MODEL_WIRE": wire,
-            "LOG_LEVEL": "WARNING",
-            "SHUTDOWN_TIMEOUT": "2",
-        }
-    )
+    service, base = _spawn(database_url, tmp_path / "first", wire, SHUTDOWN_TIMEOUT="2")
     try:
         async with httpx.AsyncClient(base_url=base) as first:
             tenant = await create_tenant(first, "acme")
             cid = await new_conversation(first, tenant)
-            stream = asyncio.create_task(stream_turn(first, tenant, cid, "scenario:slow:1500"))
-            run_id = await wait_for_run(first, tenant, cid)
+            stream, run_id = await start_turn(first, tenant, cid, "scenario:slow:1500")
             await asyncio.sleep(1)
             service.send_signal(signal.SIGTERM)
             await asyncio.sleep(0.3)
@@ -180,18 +156,10 @@ async def test_a_stop_signal_lets_runs_finish_then_cancels_them_saying_why(
         service.kill()
         service.wait(timeout=30)
 
-    restarted = create_app(make_settings(database_url, tmp_path / "second"))
-    try:
-        async with (
-            restarted.router.lifespan_context(restarted),
-            serve_in_loop(restarted) as url,
-            httpx.AsyncClient(base_url=url) as second,
-        ):
-            run = (await second.get(tenant.url(f"/runs/{run_id}"), headers=tenant.headers)).json()
-            assert run["status"] == "cancelled" and run["error_type"] == "shutdown"
-            events = await follow(second, tenant, run_id, 0)
-            errors = [data for kind, data in events if kind == "error"]
-            assert [e["error_type"] for e in errors] == ["shutdown"]
-            assert events[-1][0] == "done" and events[-1][1]["status"] == "cancelled"
-    finally:
-        await reset_database(database_url)
+    async with running_service(database_url, tmp_path / "second") as (_, second):
+        run = (await second.get(tenant.url(f"/runs/{run_id}"), headers=tenant.headers)).json()
+        assert run["status"] == "cancelled" and run["error_type"] == "shutdown"
+        events = await follow(second, tenant, run_id, 0)
+        errors = [data for kind, data in events if kind == "error"]
+        assert [e["error_type"] for e in errors] == ["shutdown"]
+        assert events[-1][0] == "done" and events[-1][1]["status"] == "cancelled"

@@ -109,7 +109,7 @@ async def delete_conversation(
     """Delete the conversation with its messages and runs; a run in progress is cancelled."""
     executor: RunExecutor = request.app.state.executor
     # Its runs end (and are recorded) first; then what started while the delete waited.
-    await executor.end_work_of(scope.tenant_id, conversation_id, CONVERSATION_DELETED)
+    await executor.cancel_runs_of(scope.tenant_id, conversation_id, CONVERSATION_DELETED)
     await service.delete_conversation(session, scope, conversation_id)
     await session.commit()
     await executor.end_work_of(scope.tenant_id, conversation_id, CONVERSATION_DELETED)

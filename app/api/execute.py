@@ -201,7 +201,8 @@ async def cancel_run(
         service.check_cancellable(run)
         await service.cancel_orphan(session, run)
         await session.commit()
-    await session.refresh(run)
+    session.expire(run)
+    run = await service.get_run(session, scope, run_id)  # 404 if deleted meanwhile
     if run.status != "cancelled":
         service.check_cancellable(run)  # it ended on its own before the cancel took
         response.status_code = 202

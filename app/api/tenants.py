@@ -71,7 +71,7 @@ async def delete_tenant(
 ) -> None:
     """Delete the tenant with everything it owns; its runs in progress are cancelled."""
     executor: RunExecutor = request.app.state.executor
-    await executor.end_work_of(tenant_id, None, TENANT_DELETED)
+    await executor.cancel_runs_of(tenant_id, None, TENANT_DELETED)
     await service.delete_tenant(session, tenant_id)
     await session.commit()
     await executor.end_work_of(tenant_id, None, TENANT_DELETED)

@@ -30,6 +30,7 @@ class _LiveRun:
     task: asyncio.Task[None]
     events: RunEventLog
     conversation_id: uuid.UUID
+    admission: Admission
 
 
 class RunExecutor:
@@ -50,6 +51,11 @@ class RunExecutor:
         if self._stop_asked is None:
             self._stop_asked = time.monotonic()
         self.closing = True
+        # Runs still waiting for a slot would only wait on: they end now, saying why.
+        for live in self._runs.values():
+            if live.admission in self.slots.waiting and live.events.cancel_reason is None:
+                live.events.cancel_reason = SHUTDOWN_REASON
+                live.task.cancel()
 
     def admit(self, tenant_id: str, tenant_limit: int) -> Admission:
         """Claim a slot or a place in the queue for a run about to be recorded: 503 while
@@ -67,7 +73,7 @@ class RunExecutor:
     ) -> RunEventLog:
         events = RunEventLog(run_id, admission.tenant_id, self.ctx.sessionmaker)
         task = asyncio.create_task(self._run(run_id, admission, events), name=f"run-{run_id}")
-        self._runs[run_id] = _LiveRun(task, events, conversation_id)
+        self._runs[run_id] = _LiveRun(task, events, conversation_id, admission)
         task.add_done_callback(lambda _: self._runs.pop(run_id, None))
         return events
 
@@ -125,11 +131,11 @@ class RunExecutor:
         await asyncio.wait([live.task], timeout=wait_seconds)
         return True
 
-    async def end_work_of(
+    async def cancel_runs_of(
         self, tenant_id: str, conversation_id: uuid.UUID | None, reason: Reason
     ) -> None:
-        """A tenant, or one of its conversations, is being deleted: cancel its live runs
-        (waiting for them to end) and close its warm sessions."""
+        """Cancel the live runs of a tenant, or of one of its conversations, and wait for
+        them to end."""
         runs = [
             run_id
             for run_id, live in self._runs.items()
@@ -137,6 +143,13 @@ class RunExecutor:
             and conversation_id in (None, live.conversation_id)
         ]
         await asyncio.gather(*(self.cancel(run_id, reason=reason) for run_id in runs))
+
+    async def end_work_of(
+        self, tenant_id: str, conversation_id: uuid.UUID | None, reason: Reason
+    ) -> None:
+        """A tenant, or one of its conversations, was deleted: cancel what still runs of it
+        (started while the delete waited) and close its warm sessions."""
+        await self.cancel_runs_of(tenant_id, conversation_id, reason)
         self.ctx.warm.discard(tenant_id, str(conversation_id) if conversation_id else None)
 
     async def shutdown(self, grace_seconds: float) -> None:

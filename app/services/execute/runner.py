@@ -147,10 +147,13 @@ def _finish(
 
 async def _begin(ctx: ExecutionContext, run_id: uuid.UUID) -> _Start:
     async with ctx.sessionmaker() as session, session.begin():
-        run = await session.get_one(Run, run_id, with_for_update=True)
-        conversation = await session.get_one(
-            Conversation, run.conversation_id, with_for_update=True
+        # The conversation is locked before the run, in the order a new turn and a delete
+        # take them, so a run starting as its conversation is deleted cannot deadlock.
+        conversation_id = await session.scalar(
+            select(Run.conversation_id).where(Run.run_id == run_id)
         )
+        conversation = await session.get_one(Conversation, conversation_id, with_for_update=True)
+        run = await session.get_one(Run, run_id, with_for_update=True)
         tenant = await session.get_one(Tenant, run.tenant_id)
         catalog = list(await session.scalars(select(CatalogModel)))
         previous_run_id = await session.scalar(

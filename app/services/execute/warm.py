@@ -81,8 +81,9 @@ class WarmSessions:
         self._idle: OrderedDict[str, tuple[WarmSession, asyncio.TimerHandle]] = OrderedDict()
         self._closing: set[asyncio.Task[None]] = set()
         self._closed = False
-        # Tenants and conversations lately deleted or archived: a session still serving
-        # a turn for one of them is closed, not kept, when the turn ends.
+        # Conversations lately deleted or archived: a session still serving a turn for
+        # one of them is closed, not kept, when the turn ends. (A deleted tenant's runs
+        # are cancelled first, so no session of it is serving a turn.)
         self._gone: OrderedDict[str, None] = OrderedDict()
 
     def __len__(self) -> int:
@@ -115,9 +116,8 @@ class WarmSessions:
 
     def put(self, conversation_id: str, session: WarmSession) -> None:
         """Keep a session that just served a turn; the oldest goes if there are too many."""
-        gone = session.shape.tenant_id in self._gone or conversation_id in self._gone
         if (
-            gone
+            conversation_id in self._gone
             or self._closed
             or self.max_sessions == 0
             or self.idle_seconds == 0
@@ -135,11 +135,12 @@ class WarmSessions:
             self.close(oldest)
 
     def discard(self, tenant_id: str, conversation_id: str | None = None) -> None:
-        """Close the warm sessions of a tenant (or of one of its conversations) that is
-        being deleted or archived: their processes would only wait to expire."""
-        self._gone[conversation_id or tenant_id] = None
-        while len(self._gone) > GONE_REMEMBERED:
-            self._gone.popitem(last=False)
+        """Close the warm sessions of a tenant (or of one of its conversations) that was
+        deleted or archived: their processes would only wait to expire."""
+        if conversation_id is not None:
+            self._gone[conversation_id] = None
+            while len(self._gone) > GONE_REMEMBERED:
+                self._gone.popitem(last=False)
         for key, (session, timer) in list(self._idle.items()):
             if session.shape.tenant_id == tenant_id and conversation_id in (None, key):
                 del self._idle[key]

@@ -90,7 +90,8 @@ async def follow(
     ) as source:
         assert source.response.status_code == 200
         async for sse in source.aiter_sse():
-            events.append((sse.event, json.loads(sse.data)))
+            if sse.event != "ping":  # a slow machine may leave 10 s of silence
+                events.append((sse.event, json.loads(sse.data)))
     return events
 
 

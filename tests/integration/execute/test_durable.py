@@ -17,6 +17,7 @@ from sqlalchemy import URL, text
 from tests.conftest import ADMIN, TenantFixture, assert_error, create_tenant
 from tests.integration.execute.streams import (
     Event,
+    Stream,
     agent_pids,
     follow,
     gone,
@@ -25,6 +26,7 @@ from tests.integration.execute.streams import (
     start_turn,
     stream_turn,
     stream_until,
+    wait_running,
 )
 
 CACHE_USAGE = {
@@ -217,12 +219,22 @@ async def test_without_warm_sessions_each_turn_resumes(
         assert second.done["usage"] == CACHE_USAGE
 
 
+async def _ended_by_shutdown(
+    client: httpx.AsyncClient, tenant: TenantFixture, stream: asyncio.Task[Stream], run_id: str
+) -> None:
+    ended = await asyncio.wait_for(stream, 30)
+    assert ended.of("error")[-1]["error_type"] == "shutdown"
+    assert ended.done["status"] == "cancelled"
+    run = (await client.get(tenant.url(f"/runs/{run_id}"), headers=tenant.headers)).json()
+    assert run["status"] == "cancelled" and run["error_type"] == "shutdown"
+
+
 @pytest.mark.parametrize("wire", ["anthropic"], indirect=True)
 async def test_shutdown_cancels_late_runs_and_says_why(
     database_url: URL, tmp_path: Path, wire: str
 ) -> None:
     data_dir = tmp_path / "data"
-    settings = {"offline_model_wire": wire, "shutdown_timeout": 0.5}
+    settings = {"offline_model_wire": wire, "shutdown_timeout": 0.5, "max_concurrent_runs": 1}
     async with running_service(database_url, tmp_path, **settings) as (app, client):
         tenant = await create_tenant(client)
         idle = await new_conversation(client, tenant)
@@ -230,14 +242,20 @@ async def test_shutdown_cancels_late_runs_and_says_why(
         assert agent_pids(data_dir, tenant, idle)  # warm
         busy = await new_conversation(client, tenant)
         stream, run_id = await start_turn(client, tenant, busy, "scenario:slow:1000")
+        await wait_running(client, tenant, run_id)
+        queued, queued_run_id = await start_turn(
+            client, tenant, await new_conversation(client, tenant), "me next"
+        )
         await asyncio.sleep(1.5)
 
+        # At the stop signal a queued run ends at once; the running one goes on...
+        app.state.executor.stop_taking_runs()
+        await _ended_by_shutdown(client, tenant, queued, queued_run_id)
+        busy_run = await client.get(tenant.url(f"/runs/{run_id}"), headers=tenant.headers)
+        assert busy_run.json()["status"] == "running"
+        # ...until the grace period ends.
         await app.state.executor.shutdown(0.5)
-        ended = await asyncio.wait_for(stream, 10)
-        assert ended.of("error")[-1]["error_type"] == "shutdown"
-        assert ended.done["status"] == "cancelled"
-        run = (await client.get(tenant.url(f"/runs/{run_id}"), headers=tenant.headers)).json()
-        assert run["status"] == "cancelled" and run["error_type"] == "shutdown"
+        await _ended_by_shutdown(client, tenant, stream, run_id)
         # No process is left, warm or busy, and no new run is taken.
         assert not agent_pids(data_dir, tenant, idle) and not agent_pids(data_dir, tenant, busy)
         refused = await client.post(

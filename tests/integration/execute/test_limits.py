@@ -71,7 +71,7 @@ async def test_full_queue_is_429_and_waiting_has_a_timeout(
     database_url: URL, tmp_path: Path, wire: str
 ) -> None:
     async with running_service(
-        database_url, tmp_path, max_concurrent_runs=1, max_queued_runs=1, run_queue_timeout=0.5
+        database_url, tmp_path, max_concurrent_runs=1, max_queued_runs=1, run_queue_timeout=2
     ) as (_, client):
         tenant = await create_tenant(client, "acme")
         cids = [await new_conversation(client, tenant) for _ in range(3)]

@@ -77,16 +77,6 @@ class RunExecutor:
         task.add_done_callback(lambda _: self._runs.pop(run_id, None))
         return events
 
-    async def _end(
-        self, run_id: uuid.UUID, events: RunEventLog, *, cancelled: bool, error: Reason | None
-    ) -> None:
-        """End a run that never reached the agent. Marked finishing before the shielded
-        work begins, so a second cancel cannot cut the recording short."""
-        events.finishing = True
-        await asyncio.shield(
-            end_unstarted(self.ctx.sessionmaker, run_id, events, cancelled=cancelled, error=error)
-        )
-
     async def _run(self, run_id: uuid.UUID, admission: Admission, events: RunEventLog) -> None:
         def queued(position: int) -> None:
             message = f"Waiting for a free slot: position {position} in the queue"
@@ -97,15 +87,22 @@ class RunExecutor:
                 await self.slots.wait(admission, self.queue_timeout, queued)
             except QueueTimeoutError:
                 message = f"No run slot became free within {self.queue_timeout:g} s"
-                await self._end(
-                    run_id, events, cancelled=False, error=("queue_timeout", message, True)
-                )
+                error = ("queue_timeout", message, True)
+                await end_unstarted(self.ctx.sessionmaker, run_id, events, error=error)
                 return
             except asyncio.CancelledError:
-                await self._end(run_id, events, cancelled=True, error=events.cancel_reason)
+                await end_unstarted(
+                    self.ctx.sessionmaker,
+                    run_id,
+                    events,
+                    cancelled=True,
+                    error=events.cancel_reason,
+                )
                 raise
             if self.closing:  # it slipped in, or waited in the queue, past the stop signal
-                await self._end(run_id, events, cancelled=True, error=SHUTDOWN_REASON)
+                await end_unstarted(
+                    self.ctx.sessionmaker, run_id, events, cancelled=True, error=SHUTDOWN_REASON
+                )
             else:
                 await execute_run(self.ctx, run_id, events)
         finally:

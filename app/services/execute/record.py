@@ -3,6 +3,7 @@ cost, the answer, the status), with the events that close its stream."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -143,8 +144,24 @@ async def finish_run(
     duration_ms: int,
 ) -> None:
     """Record how a run that reached the agent ended (usage and cost, the answer or what
-    streamed of it, status), then send `context_status` and `done` and close the log."""
-    events.finishing = True
+    streamed of it, status), then send `context_status` and `done` and close the log.
+    Shielded: a cancel that lands meanwhile cannot cut the recording short."""
+    events.finishing = True  # before the shielded task starts: no cancel is sent now
+    await asyncio.shield(
+        _finish(sessionmaker, run, model, catalog, translator, events, state, duration_ms)
+    )
+
+
+async def _finish(
+    sessionmaker: Sessionmaker,
+    run: Run,
+    model: CatalogModel,
+    catalog: list[CatalogModel],
+    translator: Translator,
+    events: RunEventLog,
+    state: RunState,
+    duration_ms: int,
+) -> None:
     if state.cancelled:
         status, run_status = "cancelled", "cancelled"
         state.failure = events.cancel_reason  # why, if not the user's request
@@ -273,8 +290,19 @@ async def end_unstarted(
 ) -> None:
     """A run that never reached the agent: cancelled while waiting or starting, timed out
     in the queue, or failed to start. `error` is (error_type, message, recoverable): why
-    it failed, or why it was cancelled if not at the user's request."""
+    it failed, or why it was cancelled if not at the user's request.
+    Shielded, as finish_run is."""
     events.finishing = True
+    await asyncio.shield(_end_unstarted(sessionmaker, run_id, events, cancelled, error))
+
+
+async def _end_unstarted(
+    sessionmaker: Sessionmaker,
+    run_id: uuid.UUID,
+    events: RunEventLog,
+    cancelled: bool,
+    error: tuple[str, str, bool] | None,
+) -> None:
     why = {"error_type": error[0], "error": error[1]} if error is not None else {}
     await _mark_ended(sessionmaker, run_id, status="cancelled" if cancelled else "failed", **why)
     if error is not None:

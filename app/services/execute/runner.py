@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncGenerator, Coroutine
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -92,57 +92,36 @@ async def execute_run(ctx: ExecutionContext, run_id: uuid.UUID, events: RunEvent
     try:
         begun = await _begin(ctx, run_id)
     except asyncio.CancelledError:
-        events.finishing = True
-        ending = end_unstarted(
+        await end_unstarted(
             ctx.sessionmaker, run_id, events, cancelled=True, error=events.cancel_reason
         )
-        await asyncio.shield(ending)
         raise
     except Exception:  # the run could not even start: say so, and mark it failed
         log.exception("run_start_failed", run_id=str(run_id))
-        await end_unstarted(
-            ctx.sessionmaker,
-            run_id,
-            events,
-            error=("start_error", "The run could not start", False),
-        )
+        error = ("start_error", "The run could not start", False)
+        await end_unstarted(ctx.sessionmaker, run_id, events, error=error)
         return
     translator = Translator(str(begun.conversation.conversation_id))
     try:
         await _drive(ctx, begun, translator, events, state)
     except asyncio.CancelledError:
         state.cancelled = True
-        events.finishing = True
-        await asyncio.shield(_finish(ctx, begun, translator, events, state, started))
         raise
     except Exception:  # a fault of ours around the agent: the run still ends, and says so
         log.exception("run_failed", run_id=str(run_id))
         state.failure = ("agent_error", "The agent stopped unexpectedly", False)
-    # Shielded, and marked before the shield's task starts: a cancel that lands while the
-    # run is being recorded must not cut it short.
-    events.finishing = True
-    await asyncio.shield(_finish(ctx, begun, translator, events, state, started))
-
-
-def _finish(
-    ctx: ExecutionContext,
-    begun: _Start,
-    translator: Translator,
-    events: RunEventLog,
-    state: RunState,
-    started: float,
-) -> Coroutine[Any, Any, None]:
-    duration_ms = int((time.monotonic() - started) * 1000)
-    return finish_run(
-        ctx.sessionmaker,
-        begun.run,
-        begun.model,
-        begun.catalog,
-        translator,
-        events,
-        state,
-        duration_ms,
-    )
+    finally:
+        duration_ms = int((time.monotonic() - started) * 1000)
+        await finish_run(
+            ctx.sessionmaker,
+            begun.run,
+            begun.model,
+            begun.catalog,
+            translator,
+            events,
+            state,
+            duration_ms,
+        )
 
 
 async def _begin(ctx: ExecutionContext, run_id: uuid.UUID) -> _Start:

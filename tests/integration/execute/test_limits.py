@@ -3,7 +3,6 @@ runs; a full queue answers 429 at once; a run waits no longer than the queue tim
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -77,15 +76,7 @@ async def test_full_queue_is_429_and_waiting_has_a_timeout(
         cids = [await new_conversation(client, tenant) for _ in range(3)]
         first, first_run = await start_turn(client, tenant, cids[0], "scenario:slow:400")
         await wait_running(client, tenant, first_run)
-        waiting = asyncio.create_task(stream_turn(client, tenant, cids[1], "I will wait"))
-        for _ in range(200):
-            if (
-                await client.get(
-                    tenant.url(f"/conversations/{cids[1]}/messages"), headers=tenant.headers
-                )
-            ).json()["total"]:
-                break
-            await asyncio.sleep(0.01)
+        waiting, _ = await start_turn(client, tenant, cids[1], "I will wait")  # in the queue
         refused = await client.post(
             tenant.url(f"/conversations/{cids[2]}/stream"),
             json={"user_input": "me too"},

@@ -20,6 +20,8 @@ MIN_ADMIN_KEY_LENGTH = 32
 MIN_SECRET_KEY_LENGTH = 32
 DEV_ADMIN_KEY_FILE = "admin_api_key"
 DEV_SECRET_KEY_FILE = "secret_key"  # noqa: S105 (a file name)
+# Production's default data directory: outside any git checkout the service runs from.
+PRODUCTION_DATA_DIR = Path("/var/lib/claude-multi-agent-backend")
 
 
 class AppEnv(StrEnum):
@@ -39,6 +41,7 @@ class Settings(BaseSettings):
     app_env: AppEnv = AppEnv.DEVELOPMENT
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    # Unset: ./.data in development; in production PRODUCTION_DATA_DIR, outside any checkout.
     data_dir: Path = Path("./.data")
     # Unset: an embedded PostgreSQL is started with its data under DATA_DIR/postgres.
     database_url: SecretStr | None = None
@@ -62,6 +65,12 @@ class Settings(BaseSettings):
     # Retries of a failed model call inside the CLI (its own default is 10).
     model_max_retries: int = Field(default=4, ge=0, le=10)
     max_user_input_chars: int = Field(default=100_000, ge=1)
+    # Requests over these are refused before the app reads them: headers (names and values
+    # summed) with 431, bodies with 413. 10 MiB holds the largest JSON body the API takes
+    # (a run's 600,000 characters of input and tokens: up to ~7 MB as JSON escapes) and
+    # bounds what one request makes the service hold; raise it for large workspace files.
+    max_request_header_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_request_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     # Runs at once across all tenants; more wait in a queue of at most MAX_QUEUED_RUNS,
     # each for up to RUN_QUEUE_TIMEOUT seconds. Each tenant has its own limit too.
     max_concurrent_runs: int = Field(default=10, ge=1)
@@ -78,8 +87,14 @@ class Settings(BaseSettings):
     # skips start-up and resume; at most MAX_WARM_SESSIONS are kept (LRU). 0 turns it off.
     session_idle_seconds: float = Field(default=120.0, ge=0)
     max_warm_sessions: int = Field(default=20, ge=0)
+    # Every agent process runs in a bubblewrap jail. Where none can be made, runs are
+    # refused unless an operator turns it off here (said loudly, and shown on /health).
+    agent_sandbox: Literal["on", "off"] = "on"
+    # Hosts that agents' web fetches (and later MCP servers) may reach although they
+    # resolve to private addresses: an operator's deliberate exception.
+    outbound_allow_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
-    @field_validator("admin_api_keys", mode="before")
+    @field_validator("admin_api_keys", "outbound_allow_hosts", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
@@ -95,6 +110,8 @@ class Settings(BaseSettings):
     def _production_refuses_weak_secrets(self) -> Settings:
         if self.app_env is not AppEnv.PRODUCTION:
             return self
+        if "data_dir" not in self.model_fields_set:
+            self.data_dir = PRODUCTION_DATA_DIR
         if not self.admin_api_keys:
             raise ValueError("ADMIN_API_KEYS must be set in production")
         if any(len(k.get_secret_value()) < MIN_ADMIN_KEY_LENGTH for k in self.admin_api_keys):

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
 
 import structlog
 from alembic.script import ScriptDirectory
@@ -18,11 +22,13 @@ from app.config import ModelProvider, Settings
 from app.errors import install_error_handlers
 from app.log_config import configure_logging
 from app.middleware import RequestContextMiddleware
+from app.request_limits import RequestLimitsMiddleware
 from app.services import runs
 from app.services.execute.executor import RunExecutor
+from app.services.execute.jail import Jail, find_bwrap, install_launcher
 from app.services.execute.offline_model import OfflineModelServer
-from app.services.execute.options import install_launcher
-from app.services.execute.providers import resolve_provider
+from app.services.execute.options import AgentRuntime, bundled_cli
+from app.services.execute.providers import Provider, resolve_provider
 from app.services.execute.runner import ExecutionContext
 from app.services.execute.session_store import PostgresSessionStore
 from app.services.execute.warm import WarmSessions
@@ -58,14 +64,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     provider = resolve_provider(
         settings, offline_model.url if offline_model else None, dict(os.environ)
     )
+    runtime_dir = Path(tempfile.mkdtemp(prefix="cmab-agents-"))
+    agent = await _agent_runtime(settings, provider, app.state.sessionmaker, runtime_dir)
+    app.state.agent_sandbox = (
+        "on" if agent.jail is not None else "unavailable" if agent.refusal else "off"
+    )
     app.state.executor = RunExecutor(
         ExecutionContext(
             sessionmaker=app.state.sessionmaker,
-            provider=provider,
-            data_dir=settings.data_dir,
-            launcher=install_launcher(settings.data_dir),
-            session_store=PostgresSessionStore(app.state.sessionmaker),
-            max_retries=settings.model_max_retries,
+            agent=agent,
             warm=WarmSessions(settings.max_warm_sessions, settings.session_idle_seconds),
             run_timeout=settings.run_timeout,
         ),
@@ -79,11 +86,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         database=url.render_as_string(),
         model_provider=provider.name.value,
         wire=provider.wire,
+        agent_sandbox=app.state.agent_sandbox,
     )
     try:
         yield
     finally:
         await app.state.executor.shutdown(settings.shutdown_timeout)
+        shutil.rmtree(runtime_dir, ignore_errors=True)
         if offline_model is not None:
             await asyncio.to_thread(offline_model.stop)
         await engine.dispose()
@@ -91,6 +100,43 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             # Uvicorn ends on the signal it caught, so atexit hooks are not to be relied on.
             await asyncio.to_thread(embedded.cleanup)
         log.info("service_stopped")
+
+
+async def _agent_runtime(
+    settings: Settings, provider: Provider, sessionmaker: Any, runtime_dir: Path
+) -> AgentRuntime:
+    """How agent processes start here: in a jail when one can be made; else runs are
+    refused, unless an operator set AGENT_SANDBOX=off."""
+    allow_hosts = tuple(settings.outbound_allow_hosts)
+    jail, refusal = None, None
+    if settings.agent_sandbox == "on":
+        bwrap = find_bwrap()
+        if bwrap is None:
+            refusal = "bubblewrap (bwrap) is not installed"
+        else:
+            jail = Jail.create(bwrap, bundled_cli(), runtime_dir, allow_hosts)
+            refusal = await jail.probe()
+            if refusal is not None:
+                jail = None
+        if refusal is not None:
+            log.error("agent_sandbox_unavailable", reason=refusal)
+    else:
+        log.warning(
+            "agent_sandbox_off",
+            message="AGENT_SANDBOX=off: agents run unjailed, sharing this host's files, "
+            "processes and network; never do this where tenants are untrusted",
+        )
+    return AgentRuntime(
+        data_dir=settings.data_dir,
+        provider=provider,
+        launcher=install_launcher(settings.data_dir),
+        session_store=PostgresSessionStore(sessionmaker),
+        max_retries=settings.model_max_retries,
+        runtime_dir=runtime_dir,
+        jail=jail,
+        allow_hosts=allow_hosts,
+        refusal=refusal,
+    )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -104,6 +150,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
+    # Added first, so it runs inside RequestContextMiddleware and its refusals carry the id.
+    app.add_middleware(
+        RequestLimitsMiddleware,
+        max_header_bytes=settings.max_request_header_bytes,
+        max_body_bytes=settings.max_request_body_bytes,
+    )
     app.add_middleware(RequestContextMiddleware)
     for module in (health, tenants, api_keys, models, conversations, execute):
         app.include_router(module.router)

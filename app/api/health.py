@@ -6,7 +6,7 @@ from typing import Literal
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 from sqlalchemy.exc import ProgrammingError, SQLAlchemyError
 
@@ -19,6 +19,11 @@ class HealthRead(BaseModel):
     status: Literal["ok"]
     database: Literal["ok"] | None = None
     schema_revision: str | None = None
+    agent_sandbox: Literal["on", "off", "unavailable"] | None = Field(
+        None,
+        description="on: agents run jailed; off: an operator turned the jail off "
+        "(AGENT_SANDBOX=off); unavailable: no jail can be made here, so runs are refused.",
+    )
 
 
 async def _schema_revision(request: Request) -> str | None:
@@ -38,7 +43,12 @@ async def _schema_revision(request: Request) -> str | None:
 async def health(request: Request) -> HealthRead:
     """The service and its database."""
     revision = await _schema_revision(request)
-    return HealthRead(status="ok", database="ok", schema_revision=revision)
+    return HealthRead(
+        status="ok",
+        database="ok",
+        schema_revision=revision,
+        agent_sandbox=request.app.state.agent_sandbox,
+    )
 
 
 @router.get("/health/live", response_model=HealthRead)

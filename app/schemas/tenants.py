@@ -17,6 +17,11 @@ TenantStatus = Literal["active", "inactive"]
 SystemPrompt = Annotated[SafeStr, StringConstraints(max_length=100_000)]
 MaxConcurrentRuns = Annotated[int, Field(ge=1, le=1000)]
 MaxTurns = Annotated[int, Field(ge=1, le=1000)]
+# The built-in tools a tenant's agent can be given (DESIGN §8: a closed, explicit set).
+AgentTool = Literal[
+    "Read", "Write", "Edit", "Glob", "Grep", "Skill", "Agent", "Bash", "WebFetch", "WebSearch"
+]
+AgentTools = Annotated[list[AgentTool], Field(max_length=10)]
 Budget = Annotated[
     Decimal, Field(ge=0, le=1_000_000_000, max_digits=18, decimal_places=2, allow_inf_nan=False)
 ]
@@ -30,16 +35,31 @@ class TenantSettings(Schema):
     monthly_budget_usd: Budget | None = Field(
         None, description="Spending cap per calendar month, in USD; null for none."
     )
-    bash_enabled: bool = False
+    bash_enabled: bool = Field(
+        False, description="Offer the Bash tool (run in the agent's jail and the CLI's sandbox)."
+    )
+    web_fetch_enabled: bool = Field(
+        False, description="Offer WebFetch (public addresses only, checked on every connection)."
+    )
+    web_search_enabled: bool = Field(False, description="Offer WebSearch.")
+    tools: AgentTools | None = Field(
+        None,
+        description="Narrows the agent's built-in tools to these; null for all it is allowed "
+        "(Read, Write, Edit, Glob, Grep, Skill, Agent, and Bash, WebFetch, WebSearch where "
+        "enabled). Naming a tool does not enable a switched-off one.",
+    )
 
 
 class TenantSettingsUpdate(PatchSchema):
-    nullable_fields = frozenset({"monthly_budget_usd"})
+    nullable_fields = frozenset({"monthly_budget_usd", "tools"})
 
     max_concurrent_runs: MaxConcurrentRuns | None = None
     max_turns: MaxTurns | None = None
     monthly_budget_usd: Budget | None = None
     bash_enabled: bool | None = None
+    web_fetch_enabled: bool | None = None
+    web_search_enabled: bool | None = None
+    tools: AgentTools | None = None
 
 
 class TenantCreate(Schema):

@@ -63,6 +63,11 @@ class RunExecutor:
         `start`, or to `withdraw` if the run is not recorded after all."""
         if self.closing:
             raise ServiceUnavailableError("The service is shutting down; try again shortly")
+        if self.ctx.agent.refusal is not None:
+            raise ServiceUnavailableError(
+                "Agent runs are off: this host cannot jail agent processes (an operator "
+                "must fix that, or set AGENT_SANDBOX=off)"
+            )
         return self.slots.admit(tenant_id, tenant_limit)
 
     def withdraw(self, admission: Admission) -> None:

@@ -1,19 +1,24 @@
-"""Build the SDK's options for a run: prompt, model, workspace, policy, resume, session
-store, and a scrubbed environment for the CLI (through a launcher script, since the SDK
-always passes the service's whole environment on)."""
+"""Build the SDK's options for a run's agent process: prompt (in a file, not on argv), model,
+workspace, the closed tool set and its policy, resume, session store, the jail, and a
+scrubbed environment for the CLI (through the launcher, since the SDK always passes the
+service's whole environment on)."""
 
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
+from urllib.parse import urlsplit
 
 import claude_agent_sdk
 from claude_agent_sdk import ClaudeAgentOptions
-from claude_agent_sdk.types import SessionStore
+from claude_agent_sdk.types import SandboxSettings, SessionStore
 
-from app.services.execute.policy import make_policy
+from app.services.execute.egress import Endpoint
+from app.services.execute.jail import JAIL_PORT, AgentProcess, Jail
+from app.services.execute.policy import ToolPolicy
 from app.services.execute.providers import Provider
 from app.services.execute.session_store import PostgresSessionStore
 
@@ -34,37 +39,10 @@ _BASE_VARIABLES = (
     "CLAUDE_CODE_SDK_READS_SESSION_STATE",
     "CLAUDE_CODE_ENABLE_SDK_FILE_CHECKPOINTING",
 )
-_LAUNCHER = """#!/bin/sh
-# Starts the bundled Claude Code CLI with only the variables named in CMAB_AGENT_ENV:
-# no database URL, keys or secrets of the service, nor the host's Claude credentials.
-cli="$CMAB_AGENT_CLI"
-allowed=" $CMAB_AGENT_ENV "
-for name in $(env | sed -n 's/^\\([A-Za-z_][A-Za-z0-9_]*\\)=.*/\\1/p'); do
-  case "$allowed" in
-    *" $name "*) ;;
-    *) unset "$name" ;;
-  esac
-done
-# If the service dies without ending it (killed, say), the CLI gets SIGTERM rather than
-# finishing its turn for nobody: setpriv (util-linux 2.33+) sets the parent-death signal.
-if setpriv --pdeathsig TERM true >/dev/null 2>&1; then
-  exec setpriv --pdeathsig TERM "$cli" "$@"
-fi
-exec "$cli" "$@"
-"""
 
 
 def bundled_cli() -> Path:
     return Path(claude_agent_sdk.__file__).parent / "_bundled" / "claude"
-
-
-def install_launcher(data_dir: Path) -> Path:
-    path = data_dir.resolve() / "bin" / "agent-cli"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists() or path.read_text() != _LAUNCHER:
-        path.write_text(_LAUNCHER)
-        path.chmod(0o755)
-    return path
 
 
 @dataclass(frozen=True)
@@ -76,56 +54,149 @@ class RunSetup:
     system_prompt: str | None
     model: str
     max_turns: int
-    bash_enabled: bool
+    tools: tuple[str, ...]
     resume: str | None
+
+
+@dataclass(frozen=True)
+class AgentRuntime:
+    """What every agent process is started with, found once at start."""
+
+    data_dir: Path
+    provider: Provider
+    launcher: Path
+    session_store: PostgresSessionStore
+    max_retries: int
+    # Private to the service: each process's prompt file, jail arguments, egress socket.
+    runtime_dir: Path
+    # None: agents run unjailed (AGENT_SANDBOX=off, said loudly at start).
+    jail: Jail | None = None
+    # Hosts an operator lets web fetches reach although they are not public.
+    allow_hosts: tuple[str, ...] = ()
+    # Why runs are refused here (no jail could be made, and the operator did not turn the
+    # jail off), or None.
+    refusal: str | None = None
 
 
 def workspace_dir(data_dir: Path, tenant_id: str, conversation_id: str) -> Path:
     return data_dir.resolve() / "workspaces" / tenant_id / conversation_id
 
 
-def build_options(
-    setup: RunSetup,
-    *,
-    data_dir: Path,
-    provider: Provider,
-    launcher: Path,
-    session_store: PostgresSessionStore,
-    max_retries: int,
-) -> ClaudeAgentOptions:
-    workspace = workspace_dir(data_dir, setup.tenant_id, setup.conversation_id)
-    workspace.mkdir(parents=True, exist_ok=True)
-    # Per tenant: nothing one tenant's agent keeps there can reach another's.
-    config_dir = data_dir.resolve() / "agent-config" / setup.tenant_id
-    config_dir.mkdir(parents=True, exist_ok=True)
-    env = {
-        **provider.env,
-        "HOME": str(config_dir),
-        "CLAUDE_CONFIG_DIR": str(config_dir),
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        "CLAUDE_CODE_DISABLE_AUTO_MEMORY": "1",
-        "CLAUDE_CODE_MAX_RETRIES": str(max_retries),
-        # session_state_changed in the stream: "idle" is how a run knows the CLI owes it
-        # nothing more (no background task, no notification turn).
-        "CLAUDE_CODE_EMIT_SESSION_STATE_EVENTS": "1",
-        "DISABLE_AUTOUPDATER": "1",
-        "TMPDIR": os.environ.get("TMPDIR", "/tmp"),  # noqa: S108 (the CLI needs a temp dir)
+def _sandbox(jailed: bool) -> SandboxSettings:
+    """The CLI's own sandbox for Bash, which must hold or refuse: without
+    `failIfUnavailable` it runs commands unsandboxed when bwrap or socat is missing.
+    Inside our jail it nests, which needs its weaker mode (no new /proc)."""
+    settings: dict[str, Any] = {
+        "enabled": True,
+        "failIfUnavailable": True,
+        "allowUnsandboxedCommands": False,
+        "enableWeakerNestedSandbox": jailed,
     }
-    allowed = sorted({*env, *_BASE_VARIABLES})
-    env["CMAB_AGENT_CLI"] = str(bundled_cli())
-    env["CMAB_AGENT_ENV"] = " ".join(allowed)
-    return ClaudeAgentOptions(
-        # Not snapshotted: a resumed session gets the tenant's prompt as it is now, not
-        # the one its first turn recorded.
-        system_prompt={"type": "custom", "prompt": setup.system_prompt or "", "snapshot": False},
-        model=setup.model,
-        cwd=str(workspace),
-        cli_path=str(launcher),
-        env=env,
-        can_use_tool=make_policy(workspace, bash_enabled=setup.bash_enabled),
-        include_partial_messages=True,
-        resume=setup.resume,
-        session_store=cast(SessionStore, session_store),
-        max_turns=setup.max_turns,
-        setting_sources=[],
-    )
+    return cast(SandboxSettings, settings)
+
+
+async def open_agent(
+    runtime: AgentRuntime, setup: RunSetup
+) -> tuple[ClaudeAgentOptions, AgentProcess]:
+    """The options for a new agent process of this run, and the files and bridge it uses
+    (close them when the process ends)."""
+    workspace = workspace_dir(runtime.data_dir, setup.tenant_id, setup.conversation_id)
+    workspace.mkdir(parents=True, exist_ok=True)
+    # Per conversation: nothing one agent keeps there can reach another conversation's.
+    config_dir = runtime.data_dir.resolve() / "agent-config" / setup.tenant_id
+    config_dir = config_dir / setup.conversation_id
+    config_dir.mkdir(parents=True, exist_ok=True)
+    web_access = "WebFetch" in setup.tools
+    provider = runtime.provider
+    network, credentials = _jailed_network(provider, web_access=web_access)
+    if runtime.jail is not None:
+        process = await runtime.jail.open(
+            workspace,
+            Endpoint.from_url(provider.url),
+            web_access=web_access,
+            credentials=credentials,
+        )
+    else:
+        process = AgentProcess(Path(tempfile.mkdtemp(dir=runtime.runtime_dir)))
+    try:
+        process.prompt.write_text(setup.system_prompt or "")
+        env = {
+            **provider.env,
+            "HOME": str(config_dir),
+            "CLAUDE_CONFIG_DIR": str(config_dir),
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+            "CLAUDE_CODE_DISABLE_AUTO_MEMORY": "1",
+            "CLAUDE_CODE_MAX_RETRIES": str(runtime.max_retries),
+            # session_state_changed in the stream: "idle" is how a run knows the CLI owes
+            # it nothing more (no background task, no notification turn).
+            "CLAUDE_CODE_EMIT_SESSION_STATE_EVENTS": "1",
+            "DISABLE_AUTOUPDATER": "1",
+            "TMPDIR": os.environ.get("TMPDIR", "/tmp"),  # noqa: S108 (the CLI needs one)
+        }
+        if process.args_file is not None:
+            env.update(network)
+        else:
+            # Unjailed, the CLI holds the provider's credentials: Bash must not see them.
+            # (Jailed, it holds none for the Anthropic wire; and this scrubbing would make
+            # its Bash sandbox mount a /proc, which the jail does not allow.)
+            env["CLAUDE_CODE_SUBPROCESS_ENV_SCRUB"] = "1"
+        allowed = sorted({*env, *_BASE_VARIABLES})
+        env["CMAB_AGENT_CLI"] = str(bundled_cli())
+        env["CMAB_AGENT_ENV"] = " ".join(allowed)
+        if runtime.jail is not None and process.args_file is not None:
+            env["CMAB_BWRAP"] = str(runtime.jail.bwrap)
+            env["CMAB_JAIL_ARGS"] = str(process.args_file)
+        policy = ToolPolicy(workspace.resolve(), frozenset(setup.tools), runtime.allow_hosts)
+        options = ClaudeAgentOptions(
+            system_prompt={"type": "file", "path": str(process.prompt)},
+            # Not snapshotted: a resumed session gets the tenant's prompt as it is now,
+            # not the one its first turn recorded.
+            extra_args={"system-prompt-snapshot": "off"},
+            tools=list(setup.tools),
+            model=setup.model,
+            cwd=str(workspace),
+            cli_path=str(runtime.launcher),
+            env=env,
+            hooks=policy.hooks(),
+            can_use_tool=policy.can_use_tool,
+            include_partial_messages=True,
+            resume=setup.resume,
+            session_store=cast(SessionStore, runtime.session_store),
+            max_turns=setup.max_turns,
+            setting_sources=[],
+            # User input is the user's words: no @path expansion, no CLI slash commands.
+            verbatim_prompts=True,
+            sandbox=_sandbox(runtime.jail is not None) if "Bash" in setup.tools else None,
+        )
+    except BaseException:
+        await process.close()
+        raise
+    return options, process
+
+
+def _jailed_network(
+    provider: Provider, *, web_access: bool
+) -> tuple[dict[str, str], dict[str, str]]:
+    """How the jailed CLI reaches its model through the loopback port bridged to the
+    service: the variables it gets, and the headers the bridge adds to its model requests.
+
+    An Anthropic-wire or plain-http endpoint is called at the bridge itself, which sends the
+    request on with the provider's key (the CLI holds a placeholder). Bedrock over https
+    signs its own requests, so the bridge is its https proxy, tunnelling only to the model
+    (its AWS credentials stay in the CLI, scrubbed from what Bash sees). With web access,
+    the bridge is everyone's proxy: tunnels then reach public addresses too."""
+    bridge = f"http://127.0.0.1:{JAIL_PORT}"
+    env: dict[str, str] = {}
+    credentials: dict[str, str] = {}
+    if provider.wire == "anthropic" or Endpoint.from_url(provider.url).scheme == "http":
+        env[provider.url_variable] = bridge + urlsplit(provider.url).path.rstrip("/")
+        if "ANTHROPIC_API_KEY" in provider.env:
+            credentials["x-api-key"] = provider.env["ANTHROPIC_API_KEY"]
+            env["ANTHROPIC_API_KEY"] = "held-by-the-service"
+    else:
+        env["HTTPS_PROXY"] = env["https_proxy"] = bridge
+    if web_access:
+        env["HTTPS_PROXY"] = env["https_proxy"] = bridge
+        env["HTTP_PROXY"] = env["http_proxy"] = bridge
+        env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    return env, credentials

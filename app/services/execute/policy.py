@@ -1,58 +1,126 @@
-"""The permission policy (`can_use_tool`): file tools stay inside the conversation's
-workspace, and Bash runs only where the tenant enabled it."""
+"""The permission policy, held on every tool call: only the run's tools, file paths inside
+the conversation's workspace (never its `.claude` folder), web fetches to public
+addresses only.
+
+It is enforced in a `PreToolUse` hook, which the CLI calls for every tool call, the ones it
+would allow on its own (reads, "read-only" shell commands) and the sub-agents' included;
+`can_use_tool`, asked only when the CLI would prompt, applies the same rules again."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+from claude_agent_sdk import HookMatcher
 from claude_agent_sdk.types import (
+    HookContext,
+    HookEvent,
+    HookInput,
+    HookJSONOutput,
     PermissionResultAllow,
     PermissionResultDeny,
     ToolPermissionContext,
 )
 
+from app.utils.addresses import BlockedAddressError, resolve_public
+
 # Tool input keys that name a path on disk.
 _PATH_KEYS = ("file_path", "path", "notebook_path")
-_SHELL_TOOLS = frozenset({"Bash", "BashOutput", "KillShell", "KillBash", "Monitor"})
-
-CanUseTool = Callable[
-    [str, dict[str, Any], ToolPermissionContext],
-    Awaitable[PermissionResultAllow | PermissionResultDeny],
-]
+# What the CLI keeps there (scheduled tasks, local settings) is not the agent's to write.
+_CLI_FOLDER = ".claude"
+MAX_URL_CHARS = 2048
 
 
-def inside(workspace: Path, candidate: str) -> bool:
-    """Whether `candidate` (absolute, or relative to the workspace) resolves inside it;
-    symlinks are followed, so a link cannot lead out."""
+def inside(workspace: Path, candidate: str, folder: Path | None = None) -> bool:
+    """Whether `candidate` (absolute, or relative to the workspace) resolves inside the
+    workspace (or inside `folder`); symlinks are followed, so a link cannot lead out."""
     if "\x00" in candidate:
         return False
     path = Path(candidate)
     resolved = (path if path.is_absolute() else workspace / path).resolve()
-    return resolved == workspace or workspace in resolved.parents
+    folder = folder or workspace
+    return resolved == folder or folder in resolved.parents
 
 
-def make_policy(workspace: Path, *, bash_enabled: bool) -> CanUseTool:
-    root = workspace.resolve()
+@dataclass(frozen=True)
+class ToolPolicy:
+    workspace: Path
+    tools: frozenset[str]
+    # Hosts an operator lets web fetches reach although they are not public.
+    allow_hosts: tuple[str, ...] = ()
 
-    async def can_use_tool(
-        tool_name: str, tool_input: dict[str, Any], _: ToolPermissionContext
-    ) -> PermissionResultAllow | PermissionResultDeny:
-        if tool_name in _SHELL_TOOLS and not bash_enabled:
-            return PermissionResultDeny(message="Shell commands are disabled for this tenant.")
-        pattern = tool_input.get("pattern")
-        absolute_glob = tool_name == "Glob" and isinstance(pattern, str) and pattern.startswith("/")
-        if absolute_glob and not inside(root, str(pattern).split("*", 1)[0] or "/"):
-            return PermissionResultDeny(
-                message="Glob may only search inside the conversation workspace."
-            )
+    async def refusal(self, tool_name: str, tool_input: dict[str, Any]) -> str | None:
+        """Why this call may not run, or None if it may."""
+        if tool_name not in self.tools:
+            return f"The tool {tool_name} is not available here."
+        root = self.workspace
         for key in _PATH_KEYS:
             value = tool_input.get(key)
-            if isinstance(value, str) and value and not inside(root, value):
-                return PermissionResultDeny(
-                    message=f"{tool_name} may only touch files inside the conversation workspace."
-                )
+            if value is None or value == "":
+                continue
+            if not isinstance(value, str) or not inside(root, value):
+                return f"{tool_name} may only touch files inside the conversation workspace."
+            if inside(root, value, root / _CLI_FOLDER):
+                return f"{tool_name} may not touch the workspace's {_CLI_FOLDER} folder."
+        pattern = tool_input.get("pattern")
+        if tool_name == "Glob" and isinstance(pattern, str):
+            if pattern.startswith(("/", "~")) and not inside(root, pattern.split("*", 1)[0]):
+                return "Glob may only search inside the conversation workspace."
+            if ".." in Path(pattern).parts:
+                return "Glob may only search inside the conversation workspace."
+        if tool_name == "Bash" and tool_input.get("dangerouslyDisableSandbox"):
+            return "Shell commands always run in the sandbox."
+        if tool_name == "WebFetch":
+            return await self._url_refusal(tool_input.get("url"))
+        return None
+
+    async def _url_refusal(self, url: Any) -> str | None:
+        if not isinstance(url, str) or len(url) > MAX_URL_CHARS:
+            return "WebFetch needs a URL."
+        try:
+            parts = urlsplit(url)
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            return "WebFetch needs a valid URL."
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return "WebFetch only fetches http and https URLs."
+        try:
+            await resolve_public(parts.hostname, port, allow_hosts=self.allow_hosts)
+        except BlockedAddressError:
+            return "WebFetch may only reach public internet addresses."
+        return None
+
+    async def can_use_tool(
+        self, tool_name: str, tool_input: dict[str, Any], _: ToolPermissionContext
+    ) -> PermissionResultAllow | PermissionResultDeny:
+        reason = await self.refusal(tool_name, tool_input)
+        if reason is not None:
+            return PermissionResultDeny(message=reason)
         return PermissionResultAllow()
 
-    return can_use_tool
+    async def pre_tool_use(
+        self, hook_input: HookInput, _tool_use_id: str | None, _context: HookContext
+    ) -> HookJSONOutput:
+        data: dict[str, Any] = dict(hook_input)
+        tool_input = data.get("tool_input")
+        reason = await self.refusal(
+            str(data.get("tool_name", "")), tool_input if isinstance(tool_input, dict) else {}
+        )
+        if reason is None:
+            return {}  # no opinion: the CLI's own checks and can_use_tool come next
+        return {
+            "hookSpecificOutput": {
+                "hookEventName": "PreToolUse",
+                "permissionDecision": "deny",
+                "permissionDecisionReason": reason,
+            }
+        }
+
+    def hooks(self) -> dict[HookEvent, list[HookMatcher]]:
+        # "block": a hook that fails (raises, times out) stops the call rather than
+        # letting it through unchecked.
+        return {
+            "PreToolUse": [HookMatcher(matcher=None, hooks=[self.pre_tool_use], on_failure="block")]
+        }

@@ -30,6 +30,22 @@ class Provider:
     name: ModelProvider
     wire: str  # "anthropic" or "bedrock"
     env: dict[str, str] = field(default_factory=dict)
+    region: str = "us-east-1"
+
+    @property
+    def url_variable(self) -> str:
+        """The variable that points the CLI at its model endpoint."""
+        return "ANTHROPIC_BEDROCK_BASE_URL" if self.wire == "bedrock" else "ANTHROPIC_BASE_URL"
+
+    @property
+    def url(self) -> str:
+        """The model endpoint the CLI calls: its base URL, or the provider's default."""
+        default = (
+            f"https://bedrock-runtime.{self.region}.amazonaws.com"
+            if self.wire == "bedrock"
+            else "https://api.anthropic.com"
+        )
+        return self.env.get(self.url_variable) or default
 
     def model_name(self, model: CatalogModel) -> str:
         name = model.bedrock_model_id if self.wire == "bedrock" else model.anthropic_model_id
@@ -44,7 +60,10 @@ def resolve_provider(
         assert offline_url is not None, "the offline model server runs"
         if settings.offline_model_wire == "bedrock":
             return Provider(
-                provider, "bedrock", _bedrock_env(settings, offline_url, skip_auth=True)
+                provider,
+                "bedrock",
+                _bedrock_env(settings, offline_url, skip_auth=True),
+                settings.aws_region,
             )
         return Provider(
             provider,
@@ -60,7 +79,7 @@ def resolve_provider(
         return Provider(provider, "anthropic", env)
     env = _bedrock_env(settings, settings.bedrock_base_url, skip_auth=False)
     env.update({name: environ[name] for name in AWS_VARIABLES if environ.get(name)})
-    return Provider(provider, "bedrock", env)
+    return Provider(provider, "bedrock", env, settings.aws_region)
 
 
 def _bedrock_env(settings: Settings, base_url: str | None, *, skip_auth: bool) -> dict[str, str]:

@@ -10,7 +10,6 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, cast
 
 import structlog
@@ -29,8 +28,7 @@ from app.models import CatalogModel, Conversation, Run, Tenant
 from app.schemas.tenants import TenantSettings
 from app.services.conversations import next_message_seq
 from app.services.execute.events import RunEventLog
-from app.services.execute.options import RunSetup, build_options
-from app.services.execute.providers import Provider
+from app.services.execute.options import AgentRuntime, RunSetup, open_agent
 from app.services.execute.record import (
     RunRecorder,
     RunState,
@@ -38,7 +36,7 @@ from app.services.execute.record import (
     finish_run,
     process_usage,
 )
-from app.services.execute.session_store import PostgresSessionStore
+from app.services.execute.tools import agent_tools
 from app.services.execute.translate import Translator
 from app.services.execute.usage import Tokens
 from app.services.execute.warm import WarmSession, WarmSessions, shape_of
@@ -55,11 +53,7 @@ class ExecutionContext:
     """What every run needs from the service."""
 
     sessionmaker: async_sessionmaker[AsyncSession]
-    provider: Provider
-    data_dir: Path
-    launcher: Path
-    session_store: PostgresSessionStore
-    max_retries: int
+    agent: AgentRuntime
     warm: WarmSessions
     run_timeout: float = 3600.0
 
@@ -174,9 +168,9 @@ async def _drive(
         tenant_id=run.tenant_id,
         conversation_id=str(conversation.conversation_id),
         system_prompt=begun.system_prompt,
-        model=ctx.provider.model_name(begun.model),
+        model=ctx.agent.provider.model_name(begun.model),
         max_turns=begun.settings.max_turns,
-        bash_enabled=begun.settings.bash_enabled,
+        tools=agent_tools(begun.settings),
         resume=conversation.sdk_session_id,
     )
     session = ctx.warm.take(setup.conversation_id, setup, begun.previous_run_id)
@@ -189,16 +183,13 @@ async def _drive(
         recorder = RunRecorder(ctx.sessionmaker, run, begun.next_seq)
         # However the agent behaves (a notification turn that never comes, say), a run ends.
         async with asyncio.timeout(ctx.run_timeout):
+            # The agent may reach its model (and, if allowed, the web) only while a run is open.
+            fresh = session is None
             if session is None:
-                options = build_options(
-                    setup,
-                    data_dir=ctx.data_dir,
-                    provider=ctx.provider,
-                    launcher=ctx.launcher,
-                    session_store=ctx.session_store,
-                    max_retries=ctx.max_retries,
-                )
-                session = WarmSession(ClaudeSDKClient(options), shape_of(setup))
+                options, process = await open_agent(ctx.agent, setup)
+                session = WarmSession(ClaudeSDKClient(options), shape_of(setup), process=process)
+            session.open_gate()
+            if fresh:
                 await session.client.connect()
             state.usage_before = session.usage
             await session.client.query(run.user_input)
@@ -224,6 +215,8 @@ async def _drive(
         log.warning("run_agent_failed", run_id=str(run.run_id), exc_info=True)
         state.failure = ("agent_error", "The agent stopped unexpectedly", False)
     finally:
+        if session is not None:
+            session.close_gate()
         if session is not None and keep and state.result is not None:
             session.last_run_id = run.run_id
             session.session_id = translator.session_id

@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 from claude_agent_sdk import ClaudeSDKClient
 
+from app.services.execute.jail import AgentProcess
 from app.services.execute.options import RunSetup
 from app.services.execute.usage import Tokens
 
@@ -24,6 +25,8 @@ log = structlog.get_logger(__name__)
 
 INTERRUPT_SECONDS = 2.0
 GONE_REMEMBERED = 10_000
+# How often idle sessions are checked for output they should not have.
+WATCH_SECONDS = 1.0
 
 
 @dataclass(eq=False)
@@ -37,6 +40,16 @@ class WarmSession:
     # model_usage at the end of its last turn: the CLI counts per process, so a turn's
     # usage is what the next result says minus this.
     usage: dict[str, Tokens] = field(default_factory=dict)
+    # Its private files and, when jailed, its egress bridge (whose gate is a run's span).
+    process: AgentProcess | None = None
+
+    def open_gate(self) -> None:
+        if self.process is not None and self.process.bridge is not None:
+            self.process.bridge.open = True
+
+    def close_gate(self) -> None:
+        if self.process is not None and self.process.bridge is not None:
+            self.process.bridge.close_gate()
 
     @property
     def pid(self) -> int | None:
@@ -68,6 +81,8 @@ class WarmSession:
             await self.client.disconnect()
         except Exception:
             log.warning("agent_disconnect_failed", exc_info=True)
+        if self.process is not None:
+            await self.process.close()
 
 
 def shape_of(setup: RunSetup) -> RunSetup:
@@ -85,6 +100,7 @@ class WarmSessions:
         # one of them is closed, not kept, when the turn ends. (A deleted tenant's runs
         # are cancelled first, so no session of it is serving a turn.)
         self._gone: OrderedDict[str, None] = OrderedDict()
+        self._watchdog: asyncio.Task[None] | None = None
 
     def __len__(self) -> int:
         return len(self._idle)
@@ -125,9 +141,16 @@ class WarmSessions:
         ):
             self.close(session)
             return
+        session.close_gate()
         loop = asyncio.get_running_loop()
         timer = loop.call_later(self.idle_seconds, self._expire, conversation_id, session)
         self._idle[conversation_id] = (session, timer)
+        if session.process is not None and session.process.bridge is not None:
+            session.process.bridge.on_breach = lambda reason: self._breach(
+                conversation_id, session, reason
+            )
+        if self._watchdog is None or self._watchdog.done():
+            self._watchdog = asyncio.create_task(self._watch(), name="warm-watchdog")
         while len(self._idle) > self.max_sessions:
             _, (oldest, oldest_timer) = self._idle.popitem(last=False)
             oldest_timer.cancel()
@@ -147,6 +170,36 @@ class WarmSessions:
                 timer.cancel()
                 self.close(session)
 
+    async def _watch(self) -> None:
+        """No agent work happens between runs: an idle process that says anything (a
+        turn it started on its own) is ended."""
+        while self._idle:
+            await asyncio.sleep(WATCH_SECONDS)
+            for key, (session, _) in list(self._idle.items()):
+                if not session.alive():
+                    self._breach(key, session, None)
+                elif not session.idle():
+                    self._breach(key, session, "the agent produced output between runs")
+
+    def _breach(self, conversation_id: str, session: WarmSession, reason: str | None) -> None:
+        """End an idle session that did something between runs (or whose process ended:
+        reason None)."""
+        entry = self._idle.get(conversation_id)
+        if entry is None or entry[0] is not session:
+            return
+        del self._idle[conversation_id]
+        entry[1].cancel()
+        if reason is None:
+            log.info("warm_session_exited", conversation_id=conversation_id)
+        else:
+            log.warning(
+                "agent_active_outside_run",
+                conversation_id=conversation_id,
+                tenant_id=session.shape.tenant_id,
+                reason=reason,
+            )
+        self.close(session)
+
     def _expire(self, conversation_id: str, session: WarmSession) -> None:
         entry = self._idle.get(conversation_id)
         if entry is not None and entry[0] is session:
@@ -163,6 +216,8 @@ class WarmSessions:
     async def close_all(self) -> None:
         """At shutdown: close every warm session and wait for their processes to end."""
         self._closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         while self._idle:
             _, (session, timer) = self._idle.popitem()
             timer.cancel()

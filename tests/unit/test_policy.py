@@ -26,7 +26,7 @@ def workspace(tmp_path: Path) -> Path:
     workspace = tmp_path / "ws"
     workspace.mkdir()
     (workspace / "link").symlink_to("/etc")
-    return workspace
+    return workspace.resolve()
 
 
 def _allowed(workspace: Path) -> list[tuple[str, dict[str, Any]]]:
@@ -71,7 +71,7 @@ def _denied(workspace: Path) -> list[tuple[str, dict[str, Any]]]:
 
 
 async def test_calls_outside_the_policy_are_refused(workspace: Path) -> None:
-    policy = ToolPolicy(workspace.resolve(), ALL_TOOLS)
+    policy = ToolPolicy(workspace, ALL_TOOLS)
     for name, tool_input in _allowed(workspace):
         assert await policy.refusal(name, tool_input) is None, (name, tool_input)
         result = await policy.can_use_tool(name, tool_input, CONTEXT)
@@ -83,7 +83,7 @@ async def test_calls_outside_the_policy_are_refused(workspace: Path) -> None:
 
 
 async def test_the_hook_denies_with_a_reason(workspace: Path) -> None:
-    policy = ToolPolicy(workspace.resolve(), frozenset(DEFAULT_TOOLS))
+    policy = ToolPolicy(workspace, frozenset(DEFAULT_TOOLS))
     hook_input: Any = {
         "hook_event_name": "PreToolUse",
         "tool_name": "Bash",

@@ -71,6 +71,7 @@ class AgentRuntime:
     runtime_dir: Path
     # None: agents run unjailed (AGENT_SANDBOX=off, said loudly at start).
     jail: Jail | None = None
+    bwrap: Path | None = None
     # Hosts an operator lets web fetches reach although they are not public.
     allow_hosts: tuple[str, ...] = ()
     # Why runs are refused here (no jail could be made, and the operator did not turn the
@@ -135,11 +136,14 @@ async def open_agent(
         }
         if process.args_file is not None:
             env.update(network)
-        else:
+        elif "Bash" in setup.tools:
             # Unjailed, the CLI holds the provider's credentials: Bash must not see them.
             # (Jailed, it holds none for the Anthropic wire; and this scrubbing would make
-            # its Bash sandbox mount a /proc, which the jail does not allow.)
+            # its Bash sandbox mount a /proc, which the jail does not allow.) Both need
+            # bwrap on PATH, and refuse to run without it.
             env["CLAUDE_CODE_SUBPROCESS_ENV_SCRUB"] = "1"
+            if runtime.bwrap is not None:
+                env["PATH"] = f"{runtime.bwrap.parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"
         allowed = sorted({*env, *_BASE_VARIABLES})
         env["CMAB_AGENT_CLI"] = str(bundled_cli())
         env["CMAB_AGENT_ENV"] = " ".join(allowed)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -177,7 +178,9 @@ def _result_text(result: dict[str, Any]) -> str:
     content = result.get("content")
     if isinstance(content, list):
         content = "\n".join(str(b.get("text", "")) for b in content if isinstance(b, dict))
-    return str(content)[:REPORT_CHARS]
+    return re.sub(r"\s*<system-reminder>.*?</system-reminder>\s*", "\n", str(content), flags=re.S)[
+        :REPORT_CHARS
+    ].strip()
 
 
 def _hostile(request: dict[str, Any], prompt: str, after: int) -> Reply:
@@ -186,7 +189,9 @@ def _hostile(request: dict[str, Any], prompt: str, after: int) -> Reply:
     results = _results_since_prompt(request.get("messages") or [])
     if len(results) < len(calls):
         name, tool_input = calls[len(results)]
-        return Reply((ToolUse(_tool_id(request, 0), name, tool_input),))
+        # Unique across agents: a sub-agent's calls come in requests of the same length.
+        tool_id = f"toolu_hostile_{zlib.crc32(prompt.encode()):08x}_{len(results)}"
+        return Reply((ToolUse(tool_id, name, tool_input),))
     lines = [f"{OFFLINE_LABEL} Hostile report:"]
     for n, ((name, _), result) in enumerate(zip(calls, results, strict=False), 1):
         status = "ERROR" if result.get("is_error") else "OK"

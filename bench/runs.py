@@ -30,7 +30,7 @@ from tests.integration.live_server import spawn_service
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 CHUNKS = int(os.environ.get("BENCH_CHUNKS", "5000"))
 MODEL = "claude-sonnet-4-5-20250929"
-TEXT_DELTA = b"event: text_delta\n"
+TEXT_DELTA = b"event: text_delta\n"  # how a text event's block begins
 
 
 async def _allow(_: str, __: dict[str, Any], ___: ToolPermissionContext) -> PermissionResultAllow:
@@ -83,9 +83,11 @@ async def service_turn(
     started = time.perf_counter()
     first = last = 0.0
     deltas = 0
-    tail = b""
-    # Counted on the bytes, as a browser's EventSource receives them: the figure is what
-    # the service delivers, not how fast a Python client parses SSE.
+    pending = b""
+    done = b""
+    # Counted on whole SSE events as they arrive (an event may be split across chunks),
+    # without parsing their JSON: the figure is what the service delivers, not how fast a
+    # Python client decodes it.
     async with http.stream(
         "POST",
         f"/api/tenants/bench/conversations/{cid}/stream",
@@ -94,13 +96,13 @@ async def service_turn(
         timeout=300,
     ) as response:
         async for chunk in response.aiter_bytes():
-            count = chunk.count(TEXT_DELTA)
+            *events, pending = (pending + chunk).split(b"\n\n")
+            count = sum(1 for event in events if event.startswith(TEXT_DELTA))
             if count:
                 last = time.perf_counter()
                 first = first or last
                 deltas += count
-            tail = (tail + chunk)[-262144:]
-    done = tail[tail.rindex(b"event: done") :]
+            done = next((e for e in events if e.startswith(b"event: done")), done)
     assert b'"status":"success"' in done, done
     return first - started, deltas, last - first
 

@@ -14,6 +14,7 @@ async def test_health_checks_the_database(client: httpx.AsyncClient) -> None:
         "status": "ok",
         "database": "ok",
         "schema_revision": client._transport.app.state.schema_head,
+        "agent_sandbox": "on",
     }
 
 

@@ -22,6 +22,9 @@ async def test_create_with_defaults(client: httpx.AsyncClient) -> None:
         "max_turns": 50,
         "monthly_budget_usd": None,
         "bash_enabled": False,
+        "web_fetch_enabled": False,
+        "web_search_enabled": False,
+        "tools": None,
     }
 
 
@@ -37,6 +40,9 @@ async def test_create_with_everything(client: httpx.AsyncClient) -> None:
             "max_turns": 10,
             "monthly_budget_usd": "250.50",
             "bash_enabled": True,
+            "web_fetch_enabled": True,
+            "web_search_enabled": False,
+            "tools": ["Read", "Grep", "Bash"],
         },
     }
     response = await client.post("/api/tenants", json=body, headers=ADMIN)
@@ -86,6 +92,9 @@ async def test_settings_are_validated(client: httpx.AsyncClient) -> None:
         {"monthly_budget_usd": "NaN"},
         {"bash_enabled": "sometimes"},
         {"unknown_setting": 1},
+        {"tools": ["Read", "SendMessage"]},
+        {"tools": ["read"]},
+        {"tools": "Read"},
     ):
         body = {"tenant_id": "acme", "name": "A", "settings": settings}
         assert_error(await client.post("/api/tenants", json=body, headers=ADMIN), 422)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from app.config import Settings
+from app.config import PRODUCTION_DATA_DIR, Settings
 
 STRONG = "k" * 32
 
@@ -43,6 +43,14 @@ def test_production_accepts_strong_secrets() -> None:
         app_env="production", admin_api_keys=f"{STRONG}, {'x' * 40}", secret_key=STRONG
     )
     assert settings.admin_key_values == (STRONG, "x" * 40)
+
+
+def test_production_keeps_its_data_outside_the_checkout(tmp_path: Path) -> None:
+    strong = {"admin_api_keys": STRONG, "secret_key": STRONG}
+    assert _settings(app_env="production", **strong).data_dir == PRODUCTION_DATA_DIR
+    assert _settings(**strong).data_dir == Path("./.data")
+    chosen = _settings(app_env="production", data_dir=tmp_path, **strong)
+    assert chosen.data_dir == tmp_path
 
 
 def test_development_makes_and_keeps_an_admin_key(

@@ -163,9 +163,14 @@ def parse_sse(body: str) -> list[Event]:
 
 
 def agent_pids(data_dir: Path, tenant: TenantFixture, cid: str) -> list[int]:
-    """The agent CLI processes working in the conversation's workspace."""
+    """The agent CLI processes working in the conversation's workspace (not their jail's
+    other processes)."""
     workspace = str(workspace_dir(data_dir, tenant.tenant_id, cid))
-    return [p.pid for p in psutil.process_iter(["cwd"]) if p.info["cwd"] == workspace]
+    return [
+        p.pid
+        for p in psutil.process_iter(["cwd", "name"])
+        if p.info["cwd"] == workspace and p.info["name"] == "claude"
+    ]
 
 
 async def gone(data_dir: Path, tenant: TenantFixture, cid: str, seconds: float = 5.0) -> bool:

@@ -265,7 +265,7 @@ async def test_bash_is_off_unless_enabled_and_sees_no_secrets(
     cid = await new_conversation(client, tenant)
     refused = await stream_turn(client, tenant, cid, "scenario:bash")
     (result,) = refused.of("tool_result")
-    assert result["is_error"] is True and "disabled" in result["content"]
+    assert result["is_error"] is True and "Bash" in result["content"]  # not offered
 
     await client.put(tenant.url(), json={"settings": {"bash_enabled": True}}, headers=ADMIN)
     allowed = await stream_turn(client, tenant, cid, "scenario:bash")
@@ -393,7 +393,8 @@ async def test_cli_crash_ends_the_run_cleanly(
     crashing.write_text("#!/bin/sh\necho 'simulated crash' >&2\nexit 3\n")
     crashing.chmod(0o755)
     executor = app.state.executor
-    executor.ctx = dataclasses.replace(executor.ctx, launcher=crashing)
+    agent = dataclasses.replace(executor.ctx.agent, launcher=crashing)
+    executor.ctx = dataclasses.replace(executor.ctx, agent=agent)
     cid = await new_conversation(client, tenant)
     stream = await stream_turn(client, tenant, cid, "Hello?")
     assert_well_formed(stream)

@@ -45,6 +45,7 @@ bench: install
 	$(UV) run --frozen --no-sync python -m bench.list_conversations
 	$(UV) run --frozen --no-sync python -m bench.runs
 	$(UV) run --frozen --no-sync python -m bench.durable
+	$(UV) run --frozen --no-sync python -m bench.jail
 
 clean:
 	rm -rf .venv .tools .pytest_cache .mypy_cache .ruff_cache

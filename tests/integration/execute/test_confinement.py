@@ -205,6 +205,7 @@ async def test_a_bash_agent_sees_only_its_jail(
     (entry,) = report(env)
     assert "ANTHROPIC_API_KEY=held-by-the-service" in entry
     assert "ANTHROPIC_BASE_URL=http://127.0.0.1:" in entry
+    assert "SANDBOX_RUNTIME=1" in entry  # and inside the jail, the CLI's own Bash sandbox
 
 
 async def test_subagents_are_held_the_same_way(

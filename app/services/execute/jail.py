@@ -74,11 +74,11 @@ if [ -n "$jail" ]; then
   entry='socat TCP-LISTEN:{JAIL_PORT},bind=127.0.0.1,fork,reuseaddr UNIX-CONNECT:{JAIL_SOCKET} 2>/dev/null &
 n=0
 while ! grep -q ":{JAIL_PORT:04X} 00000000:0000 0A" /proc/net/tcp 2>/dev/null; do
-  n=$((n+1)); [ "$n" -gt 500 ] && break; sleep 0.01
+  n=$((n+1)); [ "$n" -gt 2500 ] && break; sleep 0.002
 done
 exec "$@"'
   exec "$bwrap" --args 3 --bind "$home" "$home" --bind "$config" "$config" \\
-    --chdir "$PWD" -- /bin/sh -c "$entry" sh "$cli" "$@" 3<"$jail"
+    --chdir "$(pwd)" -- /bin/sh -c "$entry" sh "$cli" "$@" 3<"$jail"
 fi
 # Unjailed (AGENT_SANDBOX=off): if the service dies without ending it, the CLI gets SIGTERM
 # rather than finishing its turn for nobody (setpriv, util-linux 2.33+).

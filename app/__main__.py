@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from app.config import Settings
 from app.main import create_app
-from app.request_limits import server_head_limit
+from app.request_limits import bounded_http_protocol, server_head_limit
 
 
 class _Server(uvicorn.Server):
@@ -42,8 +42,9 @@ def main() -> None:
             access_log=False,
             # Open streams (runs finishing in the grace period) may go on this long.
             timeout_graceful_shutdown=max(1, int(settings.shutdown_timeout)),
-            # httptools (the default) buffers any head; h11, when used, stops a little over
-            # the header cap. Either way the app answers 431 past MAX_REQUEST_HEADER_BYTES.
+            # httptools would buffer a head of any size: this one stops a little over the
+            # header cap, and the app answers 431 past MAX_REQUEST_HEADER_BYTES.
+            http=bounded_http_protocol(settings.max_request_header_bytes),
             h11_max_incomplete_event_size=server_head_limit(settings.max_request_header_bytes),
         )
     )

@@ -9,9 +9,14 @@ request can carry a body; `send` never is (the SSE streams go out untouched).
 
 from __future__ import annotations
 
+import json
+import uuid
+from typing import Any
+
 import structlog
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from app.errors import error_response
 
@@ -20,6 +25,8 @@ log = structlog.get_logger(__name__)
 # What h11 buffers of a request head besides the header names and values counted here:
 # the request line and the ": " and CRLF around each header.
 SERVER_HEAD_ALLOWANCE = 16 * 1024
+# How long a connection whose head was refused is kept, its input dropped, before closing.
+DISCARD_SECONDS = 5.0
 _OPTIONAL_WHITESPACE = b" \t"
 
 
@@ -150,3 +157,75 @@ async def _refuse(
     scope: Scope, receive: Receive, send: Send, status: int, code: str, message: str
 ) -> None:
     await error_response(status, code, message)(scope, receive, send)
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    """Uvicorn's httptools protocol, which would buffer a request head of any size before
+    the app sees it: the bytes that arrive while a head is incomplete are counted, and
+    past `head_limit` the connection is answered 431 and closed, so a huge header costs
+    no more memory than the limit."""
+
+    head_limit = 64 * 1024 + SERVER_HEAD_ALLOWANCE
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_bytes = 0
+        self._in_head = True
+        # Refused: what the client still sends is dropped (not buffered) until the
+        # connection closes, so it reads the answer rather than a reset.
+        self._discarding = False
+
+    def data_received(self, data: bytes) -> None:
+        if self._discarding:
+            return
+        if self._in_head:
+            self._head_bytes += len(data)
+            if self._head_bytes > self.head_limit:
+                self._refuse_head()
+                return
+        super().data_received(data)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_head, self._head_bytes = True, 0
+
+    def _refuse_head(self) -> None:
+        log.warning("request_headers_too_large", received_bytes=self._head_bytes)
+        if self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.transport.close()  # mid-answer to an earlier request: no room for ours
+            return
+        request_id = uuid.uuid4().hex
+        body = json.dumps(
+            {
+                "error": {
+                    "code": "REQUEST_HEADER_FIELDS_TOO_LARGE",
+                    "message": "The request headers are larger than the limit",
+                    "details": [],
+                    "request_id": request_id,
+                }
+            }
+        ).encode()
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+            b"content-type: application/json\r\nconnection: close\r\n"
+            + f"x-request-id: {request_id}\r\ncontent-length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        self._discarding = True
+        self.loop.call_later(DISCARD_SECONDS, self.transport.close)
+
+
+def bounded_http_protocol(max_header_bytes: int) -> type[BoundedHttpToolsProtocol]:
+    """The server's HTTP protocol, stopping request heads a little over the header cap
+    (so the ASGI check is the one that answers a request just over it)."""
+    return type(
+        "BoundedHttpTools",
+        (BoundedHttpToolsProtocol,),
+        {"head_limit": server_head_limit(max_header_bytes)},
+    )

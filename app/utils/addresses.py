@@ -19,6 +19,8 @@ _BLOCKED = tuple(
     for n in (
         "100.64.0.0/10",
         "169.254.0.0/16",
+        "192.0.0.0/24",  # IETF protocol assignments (some called global by Python 3.11)
+        "fec0::/10",  # old site-local
         "198.18.0.0/15",
         "fd00:ec2::/32",
         "64:ff9b::/96",  # NAT64: its embedded IPv4 address is checked instead

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 from urllib.parse import urlsplit
 
 import structlog
@@ -30,19 +32,28 @@ from app.utils.addresses import BlockedAddressError, resolve_public
 log = structlog.get_logger(__name__)
 
 MAX_REQUEST_HEAD = 16 * 1024
+# Connections one agent process may hold open at once.
+MAX_CONNECTIONS = 64
+# The requests the CLI makes of its model, under the endpoint's base path (group 2).
+_MODEL_REQUEST = re.compile(
+    rb"(POST|GET) ((?:/[A-Za-z0-9._~-]+)*)"
+    rb"(/v1/messages(?:/count_tokens)?|/model/[A-Za-z0-9._:%-]+/"
+    rb"(?:invoke|invoke-with-response-stream|count-tokens)|/inference-profiles)"
+    rb"(?:\?[A-Za-z0-9._~%&=+-]*)? HTTP/1\.[01]"
+)
 HEAD_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 15.0
-CHUNK = 64 * 1024
 _TLS = ssl.create_default_context()
 
 
 @dataclass(frozen=True)
 class Endpoint:
-    """Where the model is: scheme, host and port of its base URL."""
+    """Where the model is: scheme, host, port and path of its base URL."""
 
     scheme: str
     host: str
     port: int
+    path: str = ""
 
     @classmethod
     def from_url(cls, url: str) -> Endpoint:
@@ -50,7 +61,13 @@ class Endpoint:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {url!r}")
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        return cls(parts.scheme, parts.hostname.lower(), port)
+        return cls(parts.scheme, parts.hostname.lower(), port, parts.path.rstrip("/"))
+
+    def allows(self, request_line: bytes) -> bool:
+        """Whether a request is one the CLI makes of its model (Messages, token counts,
+        Bedrock's invoke calls): nothing else is sent on with the provider's key."""
+        match = _MODEL_REQUEST.fullmatch(request_line)
+        return match is not None and match.group(2).decode() == self.path
 
 
 class EgressBridge:
@@ -71,12 +88,13 @@ class EgressBridge:
         self.allow_hosts = allow_hosts
         self.open = False  # a run is open: the agent may call out
         self.on_breach: Callable[[str], None] | None = None
-        self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
+        self._server: asyncio.AbstractServer | None = None
+        self._connections: set[_Connection] = set()
 
     async def start(self) -> None:
-        self._server = await asyncio.start_unix_server(
-            self._accept, path=str(self.socket_path), limit=MAX_REQUEST_HEAD
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_unix_server(
+            lambda: _Connection(self), path=str(self.socket_path)
         )
         self.socket_path.chmod(0o600)
 
@@ -84,8 +102,8 @@ class EgressBridge:
         """The run ended: refuse new connections, and end those still open (a pooled
         connection must not carry a request made between runs)."""
         self.open = False
-        for task in list(self._connections):
-            task.cancel()
+        for connection in list(self._connections):
+            connection.abort()
 
     async def close(self) -> None:
         self.close_gate()
@@ -93,65 +111,41 @@ class EgressBridge:
             self._server.close()
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()
-        if self._connections:
-            await asyncio.gather(*self._connections, return_exceptions=True)
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
-        try:
-            if not self.open:
-                log.warning("agent_egress_outside_run", socket=self.socket_path.name)
-                if self.on_breach is not None:
-                    self.on_breach("the agent reached for the network between runs")
-                return
-            await self._serve(reader, writer)
-        except (asyncio.CancelledError, ConnectionError, asyncio.IncompleteReadError):
-            pass
-        except Exception:
-            log.warning("agent_egress_failed", exc_info=True)
-        finally:
-            self._connections.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+    def _refused(self) -> None:
+        log.warning("agent_egress_outside_run", socket=self.socket_path.name)
+        if self.on_breach is not None:
+            self.on_breach("the agent reached for the network between runs")
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        async with asyncio.timeout(HEAD_TIMEOUT):
-            first = await reader.readuntil(b"\n")
-        if first.startswith(b"CONNECT "):
-            async with asyncio.timeout(HEAD_TIMEOUT):
-                await reader.readuntil(b"\r\n\r\n")  # its headers say nothing we use
-            target = await self._tunnel_target(first)
-            if target is None:
-                writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
-                await writer.drain()
-                return
-            upstream = await self._connect(*target)
-            if upstream is None:
-                writer.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
-                await writer.drain()
-                return
-            writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
-            await _pipe(reader, writer, *upstream, b"")
-            return
-        async with asyncio.timeout(HEAD_TIMEOUT):
-            head = first + await reader.readuntil(b"\r\n\r\n")
-        upstream = await self._connect(self.model.host, self.model.port, tls=self._model_tls)
-        if upstream is not None:
-            await _pipe(reader, writer, *upstream, self._model_request(head))
+    async def target(self, head: bytes) -> tuple[str, int, bool, bytes, bytes] | None:
+        """Where a connection whose request head is `head` goes: (host, port, tls, what
+        to send upstream first, what to answer the agent first); None if refused."""
+        if head.startswith(b"CONNECT "):
+            tunnel = await self._tunnel_target(head.split(b"\r\n", 1)[0])
+            if tunnel is None:
+                return None
+            return *tunnel, False, b"", b"HTTP/1.1 200 Connection Established\r\n\r\n"
+        request = self._model_request(head)
+        if request is None:
+            log.info("agent_egress_refused", request=head[:200].decode("latin-1"))
+            return None
+        return self.model.host, self.model.port, self._model_tls, request, b""
 
     @property
     def _model_tls(self) -> bool:
         return self.model.scheme == "https"
 
-    def _model_request(self, head: bytes) -> bytes:
+    def _model_request(self, head: bytes) -> bytes | None:
         """The request head as the model's endpoint must see it: its own Host, the
-        provider's credentials, and no keep-alive (so each request is seen here)."""
-        lines = head.rstrip(b"\r\n").split(b"\r\n")
+        provider's credentials, and no keep-alive (so each request is seen here); None
+        for a request the CLI would not make, or a head that is not plain HTTP/1.1."""
+        lines = head[:-4].split(b"\r\n")
+        if not self.model.allows(lines[0]) or any(
+            b"\r" in line or b"\n" in line or b":" not in line for line in lines[1:]
+        ):
+            return None
         replaced = {"host", "connection", "proxy-connection", *self.credentials}
         kept = [
             line
@@ -191,47 +185,146 @@ class EgressBridge:
             return None
         return address, port
 
-    @staticmethod
-    async def _connect(
-        host: str, port: int, *, tls: bool = False
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+
+class _Connection(asyncio.Protocol):
+    """One connection from the jail: its request head is read and checked, then bytes are
+    relayed both ways by the transports themselves (no task per chunk), each side's
+    reading paused while the other cannot take more."""
+
+    def __init__(self, bridge: EgressBridge) -> None:
+        self.bridge = bridge
+        self.transport: asyncio.Transport | None = None
+        self.upstream: asyncio.Transport | None = None
+        self.head = b""
+        self.opening: asyncio.Task[None] | None = None
+        self.deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        if not self.bridge.open:
+            self.transport.abort()
+            self.bridge._refused()
+            return
+        if len(self.bridge._connections) >= MAX_CONNECTIONS:
+            log.warning("agent_egress_too_many_connections")
+            self.transport.abort()
+            return
+        self.bridge._connections.add(self)
+        self.deadline = asyncio.get_running_loop().call_later(HEAD_TIMEOUT, self.abort)
+
+    def data_received(self, data: bytes) -> None:
+        if self.upstream is not None:
+            self.upstream.write(data)
+            return
+        self.head += data
+        if self.opening is not None:
+            return  # more of the body, held until the upstream is there
+        end = self.head.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self.head) > MAX_REQUEST_HEAD:
+                self.abort()
+            return
+        assert self.transport is not None
+        self.transport.pause_reading()
+        self.opening = asyncio.create_task(self._open(end + 4), name="agent-egress")
+
+    async def _open(self, head_end: int) -> None:
+        assert self.transport is not None
+        head = self.head[:head_end]
         try:
+            target = await self.bridge.target(head)
+            if target is None:
+                self.transport.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+                self.transport.close()
+                return
+            host, port, tls, first, answer = target
+            loop = asyncio.get_running_loop()
             async with asyncio.timeout(CONNECT_TIMEOUT):
-                return await asyncio.open_connection(
-                    host, port, limit=CHUNK, ssl=_TLS if tls else None
+                upstream, _ = await loop.create_connection(
+                    lambda: _Upstream(self),
+                    host,
+                    port,
+                    ssl=_TLS if tls else None,
+                    server_hostname=host if tls else None,
                 )
         except (OSError, TimeoutError):
-            log.info("agent_egress_unreachable", host=host, port=port)
-            return None
+            log.info("agent_egress_unreachable", exc_info=True)
+            if not self.transport.is_closing():
+                self.transport.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+                self.transport.close()
+            return
+        if self.transport.is_closing():
+            upstream.close()
+            return
+        if self.deadline is not None:
+            self.deadline.cancel()
+        self.upstream = upstream
+        if answer:
+            self.transport.write(answer)
+        rest, self.head = self.head[head_end:], b""
+        if first or rest:
+            self.upstream.write(first + rest)
+        self.transport.resume_reading()
+
+    def eof_received(self) -> bool:
+        if self.upstream is None:
+            return False
+        if self.upstream.can_write_eof():
+            self.upstream.write_eof()
+        return True  # half-closed: the answer may still come
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.bridge._connections.discard(self)
+        if self.deadline is not None:
+            self.deadline.cancel()
+        if self.opening is not None and not self.opening.done():
+            self.opening.cancel()
+        if self.upstream is not None:
+            self.upstream.close()
+
+    def pause_writing(self) -> None:
+        if self.upstream is not None:
+            self.upstream.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.upstream is not None:
+            self.upstream.resume_reading()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+        if self.upstream is not None:
+            self.upstream.abort()
 
 
-async def _pipe(
-    client_reader: asyncio.StreamReader,
-    client_writer: asyncio.StreamWriter,
-    upstream_reader: asyncio.StreamReader,
-    upstream_writer: asyncio.StreamWriter,
-    first: bytes,
-) -> None:
-    """Copy both ways until either side closes."""
+class _Upstream(asyncio.Protocol):
+    """The connection to the model or a checked web address, relaying to the jail."""
 
-    async def copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(CHUNK):
-                writer.write(data)
-                await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            with contextlib.suppress(Exception):
-                writer.write_eof()
+    def __init__(self, client: _Connection) -> None:
+        self.client = client
+        self.transport: asyncio.Transport | None = None
 
-    try:
-        if first:
-            upstream_writer.write(first)
-        await asyncio.gather(
-            copy(client_reader, upstream_writer), copy(upstream_reader, client_writer)
-        )
-    finally:
-        upstream_writer.close()
-        with contextlib.suppress(Exception):
-            await upstream_writer.wait_closed()
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self.client.transport is not None:
+            self.client.transport.write(data)
+
+    def eof_received(self) -> bool:
+        client = self.client.transport
+        if client is not None and client.can_write_eof():
+            client.write_eof()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.client.transport is not None:
+            self.client.transport.close()
+
+    def pause_writing(self) -> None:
+        if self.client.transport is not None:
+            self.client.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.client.transport is not None:
+            self.client.transport.resume_reading()

@@ -38,9 +38,10 @@ _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 # Of /etc, only what programs need to run: no service configuration, no credentials.
 _ETC_ENTRIES = (
     "/etc/alternatives",
-    "/etc/ssl",
+    "/etc/ssl/certs",  # not /etc/ssl: its private/ is the host's
     "/etc/ca-certificates",
-    "/etc/pki",
+    "/etc/pki/tls/certs",
+    "/etc/pki/ca-trust",
     "/etc/ld.so.cache",
     "/etc/ld.so.conf",
     "/etc/ld.so.conf.d",
@@ -247,6 +248,10 @@ class AgentProcess:
     @property
     def prompt(self) -> Path:
         return self.directory / "system-prompt"
+
+    @property
+    def home(self) -> Path:
+        return self.directory / "home"
 
     async def close(self) -> None:
         if self.bridge is not None:

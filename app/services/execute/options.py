@@ -103,10 +103,6 @@ async def open_agent(
     (close them when the process ends)."""
     workspace = workspace_dir(runtime.data_dir, setup.tenant_id, setup.conversation_id)
     workspace.mkdir(parents=True, exist_ok=True)
-    # Per conversation: nothing one agent keeps there can reach another conversation's.
-    config_dir = runtime.data_dir.resolve() / "agent-config" / setup.tenant_id
-    config_dir = config_dir / setup.conversation_id
-    config_dir.mkdir(parents=True, exist_ok=True)
     web_access = "WebFetch" in setup.tools
     provider = runtime.provider
     network, credentials = _jailed_network(provider, web_access=web_access)
@@ -121,6 +117,12 @@ async def open_agent(
         process = AgentProcess(Path(tempfile.mkdtemp(dir=runtime.runtime_dir)))
     try:
         process.prompt.write_text(setup.system_prompt or "")
+        # Its own home and config directory, made for this process and deleted with it:
+        # nothing an agent leaves there (a link, say, which the SDK would follow on the
+        # host when it next resumes the session) outlives the process. Transcripts live
+        # in the session store.
+        config_dir = process.home
+        config_dir.mkdir(mode=0o700)
         env = {
             **provider.env,
             "HOME": str(config_dir),

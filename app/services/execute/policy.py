@@ -72,6 +72,9 @@ class ToolPolicy:
                 return "Glob may only search inside the conversation workspace."
         if tool_name == "Bash" and tool_input.get("dangerouslyDisableSandbox"):
             return "Shell commands always run in the sandbox."
+        if tool_name == "Bash" and tool_input.get("run_in_background"):
+            # It would go on after the run ends (the CLI says it is idle meanwhile).
+            return "Shell commands run in the foreground, within the run."
         if tool_name == "WebFetch":
             return await self._url_refusal(tool_input.get("url"))
         return None

@@ -3,7 +3,7 @@ namespace, model calls through the egress bridge) and without (AGENT_SANDBOX=off
 driving the same scripted model server, measured in turns in the same run:
 
 - time to the first text event (a cold turn: jail and CLI start included)  target <= 1.10
-- text events delivered per second for a 5,000-chunk answer               target >= 0.95
+- text events delivered per second for a 20,000-chunk answer              target >= 0.95
 
 Run: `uv run python -m bench.jail`.
 """
@@ -23,8 +23,8 @@ from app.services.execute.offline_model import OfflineModelServer
 from bench.common import fresh_database, server_url
 from bench.runs import bench_tenant, service_turn, start_service
 
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "7"))
-CHUNKS = int(os.environ.get("BENCH_CHUNKS", "5000"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "11"))
+CHUNKS = int(os.environ.get("BENCH_CHUNKS", "20000"))
 MODES = ("jail", "no jail")
 
 

@@ -71,12 +71,9 @@ done
 if [ -n "$jail" ]; then
   # The home and the config directory (the SDK may choose one to resume from) are the
   # only host directories the jail gets besides the workspace. Inside, a loopback port
-  # is bridged to the egress socket before the CLI starts.
+  # is bridged to the egress socket: socat listens within milliseconds, long before the
+  # CLI (a third of a second to start) makes its first model request, so nothing waits.
   entry='socat TCP-LISTEN:{JAIL_PORT},bind=127.0.0.1,fork,reuseaddr UNIX-CONNECT:{JAIL_SOCKET} 2>/dev/null &
-n=0
-while ! grep -q ":{JAIL_PORT:04X} 00000000:0000 0A" /proc/net/tcp 2>/dev/null; do
-  n=$((n+1)); [ "$n" -gt 2500 ] && break; sleep 0.002
-done
 exec "$@"'
   exec "$bwrap" --args 3 --bind "$home" "$home" --bind "$config" "$config" \\
     --chdir "$(pwd)" -- /bin/sh -c "$entry" sh "$cli" "$@" 3<"$jail"

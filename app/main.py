@@ -27,10 +27,10 @@ from app.services import runs
 from app.services.execute.executor import RunExecutor
 from app.services.execute.jail import Jail, find_bwrap, install_launcher
 from app.services.execute.offline_model import OfflineModelServer
-from app.services.execute.options import AgentRuntime, bundled_cli
 from app.services.execute.providers import Provider, resolve_provider
 from app.services.execute.runner import ExecutionContext
 from app.services.execute.session_store import PostgresSessionStore
+from app.services.execute.spec import AgentRuntime, bundled_cli
 from app.services.execute.warm import WarmSessions
 
 log = structlog.get_logger(__name__)

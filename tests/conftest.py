@@ -30,7 +30,7 @@ from app import db
 from app.config import Settings
 from app.db import alembic_config, recreate_database, start_embedded_postgres, to_async_url
 from app.main import create_app
-from app.services.execute.options import bundled_cli
+from app.services.execute.spec import bundled_cli
 
 ADMIN_KEY = "test-admin-key-0123456789abcdef0123456789"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

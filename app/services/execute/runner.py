@@ -28,7 +28,7 @@ from app.models import CatalogModel, Conversation, Run, Tenant
 from app.schemas.tenants import TenantSettings
 from app.services.conversations import next_message_seq
 from app.services.execute.events import RunEventLog
-from app.services.execute.options import AgentRuntime, RunSetup, open_agent
+from app.services.execute.options import open_agent
 from app.services.execute.record import (
     RunRecorder,
     RunState,
@@ -36,10 +36,11 @@ from app.services.execute.record import (
     finish_run,
     process_usage,
 )
+from app.services.execute.spec import AgentRuntime, RunSpec
 from app.services.execute.tools import agent_tools
 from app.services.execute.translate import Translator
 from app.services.execute.usage import Tokens
-from app.services.execute.warm import WarmSession, WarmSessions, shape_of
+from app.services.execute.warm import WarmSession, WarmSessions
 
 log = structlog.get_logger(__name__)
 
@@ -164,7 +165,7 @@ async def _drive(
     """Run the turn on the conversation's warm session, or on a new CLI process; keep the
     session warm afterwards if the turn ended well, else end its process."""
     run, conversation = begun.run, begun.conversation
-    setup = RunSetup(
+    spec = RunSpec(
         tenant_id=run.tenant_id,
         conversation_id=str(conversation.conversation_id),
         system_prompt=begun.system_prompt,
@@ -173,7 +174,7 @@ async def _drive(
         tools=agent_tools(begun.settings),
         resume=conversation.sdk_session_id,
     )
-    session = ctx.warm.take(setup.conversation_id, setup, begun.previous_run_id)
+    session = ctx.warm.take(spec.conversation_id, spec, begun.previous_run_id)
     keep = False
     try:
         message = "Continuing the agent's session" if session else "Starting the agent"
@@ -186,8 +187,8 @@ async def _drive(
             # The agent may reach its model (and, if allowed, the web) only while a run is open.
             fresh = session is None
             if session is None:
-                options, process = await open_agent(ctx.agent, setup)
-                session = WarmSession(ClaudeSDKClient(options), shape_of(setup), process=process)
+                options, process = await open_agent(ctx.agent, spec)
+                session = WarmSession(ClaudeSDKClient(options), spec, process=process)
             session.open_gate()
             if fresh:
                 await session.client.connect()
@@ -221,7 +222,7 @@ async def _drive(
             session.last_run_id = run.run_id
             session.session_id = translator.session_id
             session.usage = process_usage(state.result)
-            ctx.warm.put(setup.conversation_id, session)
+            ctx.warm.put(spec.conversation_id, session)
         elif session is not None:
             await asyncio.shield(ctx.warm.close(session, interrupt=True))
 

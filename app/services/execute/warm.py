@@ -11,14 +11,14 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 from claude_agent_sdk import ClaudeSDKClient
 
 from app.services.execute.jail import AgentProcess
-from app.services.execute.options import RunSetup
+from app.services.execute.spec import RunSpec
 from app.services.execute.usage import Tokens
 
 log = structlog.get_logger(__name__)
@@ -32,8 +32,9 @@ WATCH_SECONDS = 1.0
 @dataclass(eq=False)
 class WarmSession:
     client: ClaudeSDKClient
-    # The RunSetup the process was started with, less `resume` (what must match).
-    shape: RunSetup
+    # The spec the process was started with; a run whose spec has another fingerprint
+    # needs another process.
+    spec: RunSpec
     # The run it served last, and the SDK session that run ended in.
     last_run_id: uuid.UUID | None = None
     session_id: str | None = None
@@ -85,10 +86,6 @@ class WarmSession:
             await self.process.close()
 
 
-def shape_of(setup: RunSetup) -> RunSetup:
-    return replace(setup, resume=None)
-
-
 class WarmSessions:
     def __init__(self, max_sessions: int, idle_seconds: float) -> None:
         self.max_sessions = max_sessions
@@ -109,7 +106,7 @@ class WarmSessions:
         return [pid for session, _ in self._idle.values() if (pid := session.pid) is not None]
 
     def take(
-        self, conversation_id: str, setup: RunSetup, previous_run_id: uuid.UUID | None
+        self, conversation_id: str, spec: RunSpec, previous_run_id: uuid.UUID | None
     ) -> WarmSession | None:
         """The conversation's warm session if it can serve this turn as it is; a session
         that cannot is closed (a fresh process will start)."""
@@ -119,9 +116,9 @@ class WarmSessions:
         session, timer = entry
         timer.cancel()
         fits = (
-            session.shape == shape_of(setup)
+            session.spec.fingerprint() == spec.fingerprint()
             and session.last_run_id == previous_run_id
-            and session.session_id == setup.resume
+            and session.session_id == spec.resume
             and session.idle()
         )
         if fits:
@@ -165,7 +162,7 @@ class WarmSessions:
             while len(self._gone) > GONE_REMEMBERED:
                 self._gone.popitem(last=False)
         for key, (session, timer) in list(self._idle.items()):
-            if session.shape.tenant_id == tenant_id and conversation_id in (None, key):
+            if session.spec.tenant_id == tenant_id and conversation_id in (None, key):
                 del self._idle[key]
                 timer.cancel()
                 self.close(session)
@@ -195,7 +192,7 @@ class WarmSessions:
             log.warning(
                 "agent_active_outside_run",
                 conversation_id=conversation_id,
-                tenant_id=session.shape.tenant_id,
+                tenant_id=session.spec.tenant_id,
                 reason=reason,
             )
         self.close(session)

@@ -18,7 +18,7 @@ from httpx_sse import aconnect_sse
 from sqlalchemy import URL
 
 from app.main import create_app
-from app.services.execute.options import workspace_dir
+from app.services.execute.spec import workspace_dir
 from tests.conftest import TenantFixture, make_settings, reset_database
 from tests.integration.live_server import serve_in_loop
 

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from sqlalchemy import URL, text
 
 from app.services.execute.jail import JAIL_PORT
-from app.services.execute.options import workspace_dir
+from app.services.execute.spec import workspace_dir
 from app.services.execute.tools import DEFAULT_TOOLS
 from tests.conftest import ADMIN, PROJECT_ROOT, TenantFixture, create_tenant
 from tests.integration.execute.streams import (

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from app.services.execute.offline_model.scenarios import ESCAPE_PATH
-from app.services.execute.options import workspace_dir
+from app.services.execute.spec import workspace_dir
 from tests.conftest import ADMIN, TenantFixture, assert_error
 from tests.integration.execute.streams import Stream, new_conversation, stream_turn
 

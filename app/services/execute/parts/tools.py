@@ -1,0 +1,34 @@
+"""The closed tool set and the policy held on every call; Bash also in the CLI's own
+sandbox."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from claude_agent_sdk.types import SandboxSettings
+
+from app.services.execute.policy import ToolPolicy
+from app.services.execute.spec import AgentBuild
+
+
+def apply(build: AgentBuild) -> None:
+    tools = build.spec.tools
+    policy = ToolPolicy(build.workspace.resolve(), frozenset(tools), build.runtime.allow_hosts)
+    build.options["tools"] = list(tools)
+    build.options["hooks"] = policy.hooks()
+    build.options["can_use_tool"] = policy.can_use_tool
+    if "Bash" in tools:
+        build.options["sandbox"] = _sandbox(nested=build.jailed)
+
+
+def _sandbox(*, nested: bool) -> SandboxSettings:
+    """It must hold or refuse: without `failIfUnavailable` the CLI runs commands
+    unsandboxed when bwrap or socat is missing. Inside our jail it nests, which needs its
+    weaker mode (no new /proc)."""
+    settings: dict[str, Any] = {
+        "enabled": True,
+        "failIfUnavailable": True,
+        "allowUnsandboxedCommands": False,
+        "enableWeakerNestedSandbox": nested,
+    }
+    return cast(SandboxSettings, settings)

@@ -1,0 +1,82 @@
+"""A run's spec: everything about a run that shapes its agent process, loaded once into
+one value. `parts/` turns it into the SDK's options, one concern a module; a warm agent
+process serves a later run only if that run's spec has the same fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import claude_agent_sdk
+
+from app.services.execute.jail import AgentProcess, Jail
+from app.services.execute.providers import Provider
+from app.services.execute.session_store import PostgresSessionStore
+
+
+def bundled_cli() -> Path:
+    return Path(claude_agent_sdk.__file__).parent / "_bundled" / "claude"
+
+
+def workspace_dir(data_dir: Path, tenant_id: str, conversation_id: str) -> Path:
+    return data_dir.resolve() / "workspaces" / tenant_id / conversation_id
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What a run's agent process is made from (never secrets: it is fingerprinted)."""
+
+    tenant_id: str
+    conversation_id: str
+    system_prompt: str | None
+    model: str
+    max_turns: int
+    tools: tuple[str, ...]
+    # The SDK session to resume: what the process continues, not what it is.
+    resume: str | None
+
+    def fingerprint(self) -> str:
+        """The shape of the process this spec makes: all of it but `resume`."""
+        shape = {k: v for k, v in asdict(self).items() if k != "resume"}
+        return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class AgentRuntime:
+    """What every agent process is started with, found once at start."""
+
+    data_dir: Path
+    provider: Provider
+    launcher: Path
+    session_store: PostgresSessionStore
+    max_retries: int
+    # Private to the service: each process's prompt file, jail arguments, egress socket.
+    runtime_dir: Path
+    # None: agents run unjailed (AGENT_SANDBOX=off, said loudly at start).
+    jail: Jail | None = None
+    bwrap: Path | None = None
+    # Hosts an operator lets web fetches reach although they are not public.
+    allow_hosts: tuple[str, ...] = ()
+    # Why runs are refused here (no jail could be made, and the operator did not turn the
+    # jail off), or None.
+    refusal: str | None = None
+
+
+@dataclass
+class AgentBuild:
+    """One agent process being put together: the parts fill in its environment and the
+    keyword arguments of its `ClaudeAgentOptions`."""
+
+    spec: RunSpec
+    runtime: AgentRuntime
+    process: AgentProcess
+    workspace: Path
+    env: dict[str, str] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def jailed(self) -> bool:
+        return self.process.args_file is not None

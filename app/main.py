@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from sqlalchemy.exc import SQLAlchemyError
 
 from app import db
-from app.api import api_keys, conversations, execute, health, models, tenants
+from app.api import api_keys, conversations, execute, health, models, tenants, workspace
 from app.config import ModelProvider, Settings
 from app.errors import install_error_handlers
 from app.log_config import configure_logging
@@ -32,6 +32,7 @@ from app.services.execute.runner import ExecutionContext
 from app.services.execute.session_store import PostgresSessionStore
 from app.services.execute.spec import AgentRuntime, bundled_cli
 from app.services.execute.warm import WarmSessions
+from app.services.storage import create_store
 
 log = structlog.get_logger(__name__)
 
@@ -64,6 +65,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     provider = resolve_provider(
         settings, offline_model.url if offline_model else None, dict(os.environ)
     )
+    app.state.store = create_store(settings.storage, settings.data_dir)
     runtime_dir = Path(tempfile.mkdtemp(prefix="cmab-agents-"))
     agent = await _agent_runtime(settings, provider, app.state.sessionmaker, runtime_dir)
     app.state.agent_sandbox = (
@@ -74,6 +76,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             sessionmaker=app.state.sessionmaker,
             agent=agent,
             warm=WarmSessions(settings.max_warm_sessions, settings.session_idle_seconds),
+            store=app.state.store,
             run_timeout=settings.run_timeout,
         ),
         max_running=settings.max_concurrent_runs,
@@ -158,7 +161,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_body_bytes=settings.max_request_body_bytes,
     )
     app.add_middleware(RequestContextMiddleware)
-    for module in (health, tenants, api_keys, models, conversations, execute):
+    for module in (health, tenants, api_keys, models, conversations, execute, workspace):
         app.include_router(module.router)
     return app
 

@@ -5,6 +5,7 @@ from app.models.conversation import Conversation, ConversationCount, Message
 from app.models.model import CatalogModel
 from app.models.run import Run, RunEvent, SdkSessionEntry, ToolCall, UsageRecord
 from app.models.tenant import ApiKey, Tenant
+from app.models.workspace import WorkspaceFile, WorkspaceFileVersion
 
 __all__ = [
     "ApiKey",
@@ -19,4 +20,6 @@ __all__ = [
     "Tenant",
     "ToolCall",
     "UsageRecord",
+    "WorkspaceFile",
+    "WorkspaceFileVersion",
 ]

@@ -26,6 +26,11 @@ TENANT_SCOPED: list[tuple[str, str, dict[str, Any] | None]] = [
     ("GET", "/runs/{run_id}", None),
     ("GET", "/runs/{run_id}/events", None),
     ("POST", "/runs/{run_id}/cancel", None),
+    ("GET", "/conversations/{conversation_id}/files", None),
+    ("PUT", "/conversations/{conversation_id}/files/{path}", {"x": "overwrite"}),
+    ("GET", "/conversations/{conversation_id}/files/{path}", None),
+    ("DELETE", "/conversations/{conversation_id}/files/{path}", None),
+    ("GET", "/conversations/{conversation_id}/files/{path}/versions", None),
 ]
 # Admin-only routes: a tenant key gets 403 whatever the tenant, existing or not.
 ADMIN_ONLY: list[tuple[str, str, dict[str, Any] | None]] = [
@@ -49,6 +54,8 @@ async def _snapshot(app: FastAPI, tenant_id: str) -> dict[str, list[str]]:
         "run_events",
         "tool_calls",
         "usage_records",
+        "workspace_files",
+        "workspace_file_versions",
     )
     async with app.state.engine.connect() as conn:
         return {
@@ -95,7 +102,16 @@ async def _seed(client: httpx.AsyncClient, app: FastAPI, tenant: TenantFixture) 
             ),
             {"r": run_id, "t": tenant.tenant_id},
         )
-    return {"conversation_id": cid, "key_id": tenant.key_id, "run_id": str(run_id)}
+    uploaded = await client.put(
+        tenant.url(f"/conversations/{cid}/files/secret.txt"), content=b"s", headers=tenant.headers
+    )
+    assert uploaded.status_code == 200, uploaded.text
+    return {
+        "conversation_id": cid,
+        "key_id": tenant.key_id,
+        "run_id": str(run_id),
+        "path": "secret.txt",
+    }
 
 
 async def test_matrix_names_every_tenant_route(app: FastAPI) -> None:
@@ -116,7 +132,16 @@ async def test_other_tenants_key_gets_404_and_changes_nothing(
     before = await _snapshot(app, tenant.tenant_id)
     assert all(
         before[t]
-        for t in ("tenants", "api_keys", "conversations", "messages", "runs", "run_events")
+        for t in (
+            "tenants",
+            "api_keys",
+            "conversations",
+            "messages",
+            "runs",
+            "run_events",
+            "workspace_files",
+            "workspace_file_versions",
+        )
     )
 
     for method, path, body in TENANT_SCOPED:

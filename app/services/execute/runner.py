@@ -10,6 +10,7 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, cast
 
 import structlog
@@ -36,11 +37,13 @@ from app.services.execute.record import (
     finish_run,
     process_usage,
 )
-from app.services.execute.spec import AgentRuntime, RunSpec
+from app.services.execute.spec import AgentRuntime, RunSpec, workspace_dir
+from app.services.execute.sync import manifest_file, sync_down, sync_up
 from app.services.execute.tools import agent_tools
 from app.services.execute.translate import Translator
 from app.services.execute.usage import Tokens
 from app.services.execute.warm import WarmSession, WarmSessions
+from app.services.storage import ObjectStore
 
 log = structlog.get_logger(__name__)
 
@@ -56,6 +59,7 @@ class ExecutionContext:
     sessionmaker: async_sessionmaker[AsyncSession]
     agent: AgentRuntime
     warm: WarmSessions
+    store: ObjectStore
     run_timeout: float = 3600.0
 
 
@@ -106,6 +110,8 @@ async def execute_run(ctx: ExecutionContext, run_id: uuid.UUID, events: RunEvent
         log.exception("run_failed", run_id=str(run_id))
         state.failure = ("agent_error", "The agent stopped unexpectedly", False)
     finally:
+        events.finishing = True  # the run is ending: no cancel is sent from here on
+        await asyncio.shield(_record_files(ctx, begun.run, events))
         duration_ms = int((time.monotonic() - started) * 1000)
         await finish_run(
             ctx.sessionmaker,
@@ -117,6 +123,34 @@ async def execute_run(ctx: ExecutionContext, run_id: uuid.UUID, events: RunEvent
             state,
             duration_ms,
         )
+
+
+def _workspace(ctx: ExecutionContext, run: Run) -> tuple[Path, Path]:
+    """The run's workspace on this node, and the manifest of what it last synced."""
+    data_dir, cid = ctx.agent.data_dir, str(run.conversation_id)
+    return workspace_dir(data_dir, run.tenant_id, cid), manifest_file(data_dir, run.tenant_id, cid)
+
+
+async def _record_files(ctx: ExecutionContext, run: Run, events: RunEventLog) -> None:
+    """However the run ended, what it changed in the workspace becomes versions of it, said
+    in a `files_changed` event. A failure here is logged: the run's own end goes on."""
+    workspace, manifest = _workspace(ctx, run)
+    try:
+        changes = await sync_up(
+            ctx.sessionmaker,
+            ctx.store,
+            run.tenant_id,
+            run.conversation_id,
+            workspace,
+            manifest,
+            run_id=run.run_id,
+            user_id=run.user_id,
+        )
+    except Exception:
+        log.exception("workspace_sync_failed", run_id=str(run.run_id))
+        return
+    if changes:
+        events.emit("files_changed", changes.event())
 
 
 async def _begin(ctx: ExecutionContext, run_id: uuid.UUID) -> _Start:
@@ -182,6 +216,11 @@ async def _drive(
         if begun.title:
             events.emit("title", {"title": begun.title})
         recorder = RunRecorder(ctx.sessionmaker, run, begun.next_seq)
+        workspace, manifest = _workspace(ctx, run)
+        workspace.mkdir(parents=True, exist_ok=True)
+        await sync_down(
+            ctx.sessionmaker, ctx.store, run.tenant_id, run.conversation_id, workspace, manifest
+        )
         # However the agent behaves (a notification turn that never comes, say), a run ends.
         async with asyncio.timeout(ctx.run_timeout):
             # The agent may reach its model (and, if allowed, the web) only while a run is open.

@@ -1,0 +1,218 @@
+"""Routes of a conversation's workspace files: upload, list, download (any version, with
+ranges), history, delete."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated
+from urllib.parse import quote
+
+from fastapi import APIRouter, Header, Path, Query, Request, Response, status
+from fastapi.responses import StreamingResponse
+
+from app.api.deps import CurrentScope, DbSession, HeaderUserId, Pagination
+from app.errors import AppError, UnprocessableError, error_responses
+from app.models import WorkspaceFile
+from app.schemas.common import Page
+from app.schemas.workspace import WorkspaceFileRead, WorkspaceFileVersionRead
+from app.services import workspace as service
+from app.services.storage import ObjectStore
+from app.utils.paths import BadPathError, workspace_path
+
+router = APIRouter(
+    prefix="/api/tenants/{tenant_id}/conversations/{conversation_id}/files", tags=["workspace"]
+)
+
+ConversationPath = Annotated[uuid.UUID, Path(description="The conversation's UUID")]
+FilePath = Annotated[
+    str, Path(description="The file's path in the workspace, e.g. `reports/q3.md`")
+]
+_ONE = error_responses(401, 403, 404, 422)
+
+
+class RangeNotSatisfiableError(AppError):
+    status_code = 416
+    code = "RANGE_NOT_SATISFIABLE"
+
+
+def _path(raw: str) -> str:
+    try:
+        return workspace_path(raw)
+    except BadPathError as exc:
+        raise UnprocessableError(f"Bad file path: {exc}", code="BAD_PATH") from exc
+
+
+def _store(request: Request) -> ObjectStore:
+    store: ObjectStore = request.app.state.store
+    return store
+
+
+def _read(file: WorkspaceFile) -> WorkspaceFileRead:
+    return WorkspaceFileRead(
+        path=file.path,
+        version=file.current_version,
+        size=file.size,
+        sha256=file.sha256,
+        mime_type=file.mime_type,
+        presented=file.presented,
+        created_at=file.created_at,
+        updated_at=file.updated_at,
+    )
+
+
+@router.get("", response_model=Page[WorkspaceFileRead], responses=_ONE)
+async def list_files(
+    scope: CurrentScope,
+    session: DbSession,
+    conversation_id: ConversationPath,
+    page: Pagination,
+    prefix: Annotated[str | None, Query(max_length=1024, description="Paths starting so")] = None,
+    presented: Annotated[bool | None, Query(description="Only (not) presented files")] = None,
+) -> Page[WorkspaceFileRead]:
+    rows, total = await service.list_files(
+        session,
+        scope,
+        conversation_id,
+        prefix=prefix,
+        presented=presented,
+        limit=page.limit,
+        offset=page.offset,
+    )
+    return Page(items=[_read(r) for r in rows], total=total)
+
+
+@router.get(
+    "/{path:path}/versions",
+    response_model=Page[WorkspaceFileVersionRead],
+    responses=_ONE,
+)
+async def list_versions(
+    scope: CurrentScope,
+    session: DbSession,
+    conversation_id: ConversationPath,
+    path: FilePath,
+    page: Pagination,
+) -> Page[WorkspaceFileVersionRead]:
+    rows, total = await service.versions(
+        session, scope, conversation_id, _path(path), limit=page.limit, offset=page.offset
+    )
+    return Page(items=[WorkspaceFileVersionRead.model_validate(r) for r in rows], total=total)
+
+
+@router.put(
+    "/{path:path}",
+    response_model=WorkspaceFileRead,
+    responses={**_ONE, **error_responses(413)},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/octet-stream": {"schema": {"type": "string"}}},
+        }
+    },
+)
+async def upload_file(
+    request: Request,
+    scope: CurrentScope,
+    session: DbSession,
+    user_id: HeaderUserId,
+    conversation_id: ConversationPath,
+    path: FilePath,
+) -> WorkspaceFileRead:
+    """The raw request body becomes the file's next version (source `user_upload`); an
+    unchanged content makes no new version."""
+    relative = _path(path)
+    await service.conversation_of(session, scope, conversation_id)
+    data = await request.body()
+    change = await service.write_file(
+        session,
+        _store(request),
+        scope,
+        conversation_id,
+        relative,
+        data,
+        source="user_upload",
+        user_id=user_id,
+    )
+    return _read(change.file)
+
+
+@router.get(
+    "/{path:path}",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"application/octet-stream": {}}},
+        206: {"description": "The part of the file the Range header asked for"},
+        **_ONE,
+        **error_responses(416),
+    },
+)
+async def download_file(
+    request: Request,
+    scope: CurrentScope,
+    session: DbSession,
+    conversation_id: ConversationPath,
+    path: FilePath,
+    version: Annotated[int | None, Query(ge=1, le=1_000_000_000)] = None,
+    range_header: Annotated[str | None, Header(alias="Range")] = None,
+) -> Response:
+    """The file's content (or an earlier version's); `ETag` is its sha256; one byte range
+    per request (`Range: bytes=start-end`)."""
+    file, row = await service.file_version(session, scope, conversation_id, _path(path), version)
+    assert row.sha256 is not None
+    name = file.path.rsplit("/", 1)[-1]
+    headers = {
+        "ETag": f'"{row.sha256}"',
+        "Accept-Ranges": "bytes",
+        "Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}",
+    }
+    start, end, code = 0, row.size, status.HTTP_200_OK
+    if range_header:
+        start, end = _range(range_header, row.size)
+        code = status.HTTP_206_PARTIAL_CONTENT
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{row.size}"
+    headers["Content-Length"] = str(end - start)
+    key = service.blob_key(scope.tenant_id, row.sha256)
+    body = _store(request).stream(key, start=start, end=end) if end > start else _empty()
+    return StreamingResponse(body, status_code=code, media_type=file.mime_type, headers=headers)
+
+
+async def _empty() -> AsyncIterator[bytes]:
+    return
+    yield b""  # pragma: no cover (makes this an async generator)
+
+
+def _range(header: str, size: int) -> tuple[int, int]:
+    """[start, end) of a single `bytes=` range; 416 if it cannot be served."""
+    unit, _, spec = header.partition("=")
+    first, dash, last = spec.strip().partition("-")
+    try:
+        if unit.strip() != "bytes" or not dash or "," in spec:
+            raise ValueError
+        if first == "":
+            start, end = max(0, size - int(last)), size
+        else:
+            start = int(first)
+            end = min(size, int(last) + 1) if last else size
+    except ValueError as exc:
+        raise RangeNotSatisfiableError(f"Range {header!r} cannot be served") from exc
+    if start >= end or start >= size:
+        raise RangeNotSatisfiableError(f"Range {header!r} is outside the file ({size} bytes)")
+    return start, end
+
+
+@router.delete(
+    "/{path:path}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response, responses=_ONE
+)
+async def delete_file(
+    scope: CurrentScope,
+    session: DbSession,
+    user_id: HeaderUserId,
+    conversation_id: ConversationPath,
+    path: FilePath,
+) -> Response:
+    """A tombstone version (`user_deleted`): the file leaves the workspace, its history
+    stays."""
+    await service.conversation_of(session, scope, conversation_id)
+    await service.delete_file(session, scope, conversation_id, _path(path), user_id=user_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,253 @@
+"""A run's workspace on this node: brought to the workspace's current state before the
+run (only missing or changed files fetched, files deleted elsewhere removed), and its
+changes recorded after it (found by a manifest: size and mtime first, sha256 when they
+differ). Links, devices and anything outside the workspace are never followed or read."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import stat
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.errors import NotFoundError
+from app.services.scope import TenantScope
+from app.services.storage import ObjectStore
+from app.services.workspace import blob_key, current_files, delete_file, write_file
+from app.utils.paths import BadPathError, workspace_path
+
+log = structlog.get_logger(__name__)
+
+# path -> [size, mtime_ns, sha256] as last synced
+Manifest = dict[str, list[Any]]
+
+
+def manifest_file(data_dir: Path, tenant_id: str, conversation_id: str) -> Path:
+    """Kept outside the workspace, where the agent cannot touch it."""
+    return data_dir.resolve() / "workspace-manifests" / tenant_id / f"{conversation_id}.json"
+
+
+def _load(path: Path) -> Manifest:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _save(path: Path, manifest: Manifest) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(manifest))
+    os.replace(temporary, path)
+
+
+def _read_regular(path: Path) -> bytes | None:
+    """The file's bytes if it is a regular file reached without following a link."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            return handle.read()
+    finally:
+        os.close(fd)
+
+
+def _inside_real_dirs(workspace: Path, relative: str) -> bool:
+    """Every folder on the way to `relative` is a real folder (no link) or missing."""
+    current = workspace
+    for part in relative.split("/")[:-1]:
+        current = current / part
+        try:
+            mode = os.lstat(current).st_mode
+        except FileNotFoundError:
+            return True
+        if not stat.S_ISDIR(mode):
+            return False
+    return True
+
+
+def _write(workspace: Path, relative: str, data: bytes) -> list[Any] | None:
+    if not _inside_real_dirs(workspace, relative):
+        return None
+    target = workspace / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.is_symlink() or (target.exists() and not target.is_file()):
+        return None
+    temporary = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.sync"
+    temporary.write_bytes(data)
+    os.replace(temporary, target)
+    st = os.lstat(target)
+    return [st.st_size, st.st_mtime_ns, hashlib.sha256(data).hexdigest()]
+
+
+async def sync_down(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    store: ObjectStore,
+    tenant_id: str,
+    conversation_id: uuid.UUID,
+    workspace: Path,
+    manifest_path: Path,
+) -> None:
+    async with sessionmaker() as session:
+        files = await current_files(session, tenant_id, conversation_id)
+    manifest = await asyncio.to_thread(_load, manifest_path)
+    for file in files:
+        local = workspace / file.path
+        entry = manifest.get(file.path)
+        if file.deleted or file.sha256 is None:
+            if entry is not None:
+                if await asyncio.to_thread(_unchanged, local, entry):
+                    await asyncio.to_thread(local.unlink, missing_ok=True)
+                manifest.pop(file.path, None)
+            continue
+        if (
+            entry is not None
+            and entry[2] == file.sha256
+            and await asyncio.to_thread(_unchanged, local, entry)
+        ):
+            continue
+        data = await store.get(blob_key(tenant_id, file.sha256))
+        written = await asyncio.to_thread(_write, workspace, file.path, data)
+        if written is None:
+            log.warning("workspace_file_not_written", path=file.path)
+            continue
+        manifest[file.path] = written
+    await asyncio.to_thread(_save, manifest_path, manifest)
+
+
+def _unchanged(local: Path, entry: list[Any]) -> bool:
+    try:
+        st = os.lstat(local)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and [st.st_size, st.st_mtime_ns] == entry[:2]
+
+
+@dataclass
+class Scan:
+    """What changed in a workspace since its manifest."""
+
+    changed: dict[str, bytes] = field(default_factory=dict)
+    deleted: list[str] = field(default_factory=list)
+    seen: Manifest = field(default_factory=dict)
+
+
+def _scan(workspace: Path, manifest: Manifest) -> Scan:
+    scan = Scan()
+    stack = [workspace]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            relative = Path(entry.path).relative_to(workspace).as_posix()
+            if entry.is_dir(follow_symlinks=False):
+                if relative != ".claude":
+                    stack.append(Path(entry.path))
+                continue
+            if not entry.is_file(follow_symlinks=False):
+                continue  # links, devices, sockets: never followed nor kept
+            try:
+                relative = workspace_path(relative)
+            except BadPathError:
+                continue
+            st = entry.stat(follow_symlinks=False)
+            known = manifest.get(relative)
+            if known is not None and [st.st_size, st.st_mtime_ns] == known[:2]:
+                scan.seen[relative] = known
+                continue
+            data = _read_regular(Path(entry.path))
+            if data is None:
+                continue
+            sha = hashlib.sha256(data).hexdigest()
+            scan.seen[relative] = [st.st_size, st.st_mtime_ns, sha]
+            if known is None or known[2] != sha:
+                scan.changed[relative] = data
+    scan.deleted = [path for path in manifest if path not in scan.seen]
+    return scan
+
+
+@dataclass
+class Changes:
+    created: list[dict[str, Any]] = field(default_factory=list)
+    modified: list[dict[str, Any]] = field(default_factory=list)
+    deleted: list[dict[str, Any]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.created or self.modified or self.deleted)
+
+    def event(self) -> dict[str, Any]:
+        return {"created": self.created, "modified": self.modified, "deleted": self.deleted}
+
+
+async def sync_up(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    store: ObjectStore,
+    tenant_id: str,
+    conversation_id: uuid.UUID,
+    workspace: Path,
+    manifest_path: Path,
+    *,
+    run_id: uuid.UUID,
+    user_id: str | None,
+) -> Changes:
+    """Record what the run changed in the workspace, as versions of the run."""
+    manifest = await asyncio.to_thread(_load, manifest_path)
+    scan = await asyncio.to_thread(_scan, workspace, manifest)
+    changes = Changes()
+    if not scan.changed and not scan.deleted:
+        await asyncio.to_thread(_save, manifest_path, scan.seen)
+        return changes
+    scope = TenantScope(tenant_id)
+    async with sessionmaker() as session, session.begin():
+        for path, data in sorted(scan.changed.items()):
+            change = await write_file(
+                session,
+                store,
+                scope,
+                conversation_id,
+                path,
+                data,
+                source="agent",
+                run_id=run_id,
+                user_id=user_id,
+            )
+            if change.version is not None:
+                kind = (
+                    changes.created
+                    if change.version.source == "agent_created"
+                    else (changes.modified)
+                )
+                kind.append({"path": path, "version": change.version.version})
+        for path in sorted(scan.deleted):
+            try:
+                change = await delete_file(
+                    session,
+                    scope,
+                    conversation_id,
+                    path,
+                    source="agent_deleted",
+                    run_id=run_id,
+                    user_id=user_id,
+                )
+            except NotFoundError:
+                continue
+            assert change.version is not None
+            changes.deleted.append({"path": path, "version": change.version.version})
+    await asyncio.to_thread(_save, manifest_path, scan.seen)
+    return changes

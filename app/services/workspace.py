@@ -1,0 +1,220 @@
+"""A conversation's workspace files: every version kept, with where it came from; blobs in
+the object store, content-addressed per tenant (an unchanged file is never stored twice)."""
+
+from __future__ import annotations
+
+import hashlib
+import mimetypes
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import NotFoundError
+from app.models import Conversation, WorkspaceFile, WorkspaceFileVersion
+from app.services.pagination import paginate
+from app.services.scope import TenantScope
+from app.services.storage import ObjectStore
+
+
+def blob_key(tenant_id: str, sha256: str) -> str:
+    return f"{tenant_id}/blobs/{sha256[:2]}/{sha256}"
+
+
+def mime_type_of(path: str) -> str:
+    return mimetypes.guess_type(path)[0] or "application/octet-stream"
+
+
+@dataclass(frozen=True)
+class Change:
+    """One version a write made: None when the content was what the file already held."""
+
+    file: WorkspaceFile
+    version: WorkspaceFileVersion | None
+
+
+async def conversation_of(
+    session: AsyncSession, scope: TenantScope, conversation_id: uuid.UUID
+) -> Conversation:
+    return await scope.get(
+        session,
+        Conversation,
+        Conversation.conversation_id,
+        conversation_id,
+        resource="Conversation",
+    )
+
+
+async def _file(
+    session: AsyncSession,
+    scope: TenantScope,
+    conversation_id: uuid.UUID,
+    path: str,
+    *,
+    for_update: bool = False,
+) -> WorkspaceFile | None:
+    query = scope.select(WorkspaceFile).where(
+        WorkspaceFile.conversation_id == conversation_id, WorkspaceFile.path == path
+    )
+    if for_update:
+        query = query.with_for_update()
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def write_file(
+    session: AsyncSession,
+    store: ObjectStore,
+    scope: TenantScope,
+    conversation_id: uuid.UUID,
+    path: str,
+    data: bytes,
+    *,
+    source: str,
+    user_id: str | None = None,
+    run_id: uuid.UUID | None = None,
+) -> Change:
+    """Record `data` as the file's next version (its blob stored first); no new version
+    when the content is unchanged. `source` is user_upload, or for a run's changes
+    agent_created / agent_modified (which of the two is decided here)."""
+    sha = hashlib.sha256(data).hexdigest()
+    file = await _file(session, scope, conversation_id, path, for_update=True)
+    if file is not None and not file.deleted and file.sha256 == sha:
+        return Change(file, None)
+    if await store.head(blob_key(scope.tenant_id, sha)) is None:
+        await store.put(blob_key(scope.tenant_id, sha), data)
+    if source != "user_upload":
+        source = "agent_created" if file is None or file.deleted else "agent_modified"
+    if file is None:
+        file = WorkspaceFile(
+            file_id=uuid.uuid4(),
+            tenant_id=scope.tenant_id,
+            conversation_id=conversation_id,
+            path=path,
+            current_version=0,
+            size=0,
+            mime_type=mime_type_of(path),
+        )
+        session.add(file)
+    file.current_version += 1
+    file.size, file.sha256, file.deleted = len(data), sha, False
+    version = WorkspaceFileVersion(
+        file_id=file.file_id,
+        tenant_id=scope.tenant_id,
+        version=file.current_version,
+        sha256=sha,
+        size=len(data),
+        source=source,
+        run_id=run_id,
+        user_id=user_id,
+    )
+    session.add(version)
+    await session.flush()
+    return Change(file, version)
+
+
+async def delete_file(
+    session: AsyncSession,
+    scope: TenantScope,
+    conversation_id: uuid.UUID,
+    path: str,
+    *,
+    source: str = "user_deleted",
+    user_id: str | None = None,
+    run_id: uuid.UUID | None = None,
+) -> Change:
+    """A tombstone version: the file is gone from the workspace, its history stays."""
+    file = await _file(session, scope, conversation_id, path, for_update=True)
+    if file is None or file.deleted:
+        raise NotFoundError("File", path)
+    file.current_version += 1
+    file.size, file.sha256, file.deleted, file.presented = 0, None, True, False
+    version = WorkspaceFileVersion(
+        file_id=file.file_id,
+        tenant_id=scope.tenant_id,
+        version=file.current_version,
+        sha256=None,
+        size=0,
+        source=source,
+        run_id=run_id,
+        user_id=user_id,
+    )
+    session.add(version)
+    await session.flush()
+    return Change(file, version)
+
+
+async def list_files(
+    session: AsyncSession,
+    scope: TenantScope,
+    conversation_id: uuid.UUID,
+    *,
+    prefix: str | None,
+    presented: bool | None,
+    limit: int,
+    offset: int,
+) -> tuple[list[WorkspaceFile], int]:
+    await conversation_of(session, scope, conversation_id)
+    query = scope.select(WorkspaceFile).where(
+        WorkspaceFile.conversation_id == conversation_id, WorkspaceFile.deleted.is_(False)
+    )
+    if prefix:
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(WorkspaceFile.path.like(f"{escaped}%", escape="\\"))
+    if presented is not None:
+        query = query.where(WorkspaceFile.presented.is_(presented))
+    return await paginate(session, query, WorkspaceFile.path, limit=limit, offset=offset)
+
+
+async def current_files(
+    session: AsyncSession, tenant_id: str, conversation_id: uuid.UUID
+) -> list[WorkspaceFile]:
+    """Every file of the conversation, deleted ones included (for a cache to follow)."""
+    query = TenantScope(tenant_id).select(WorkspaceFile)
+    return list(
+        await session.scalars(query.where(WorkspaceFile.conversation_id == conversation_id))
+    )
+
+
+async def file_version(
+    session: AsyncSession,
+    scope: TenantScope,
+    conversation_id: uuid.UUID,
+    path: str,
+    version: int | None,
+) -> tuple[WorkspaceFile, WorkspaceFileVersion]:
+    """The file and its current version (or version `version`); 404 for a deleted file's
+    current state or a version it never had."""
+    await conversation_of(session, scope, conversation_id)
+    file = await _file(session, scope, conversation_id, path)
+    if file is None or (version is None and file.deleted):
+        raise NotFoundError("File", path)
+    number = version if version is not None else file.current_version
+    row = await session.scalar(
+        select(WorkspaceFileVersion).where(
+            WorkspaceFileVersion.file_id == file.file_id,
+            WorkspaceFileVersion.version == number,
+        )
+    )
+    if row is None or row.sha256 is None:
+        raise NotFoundError("File version", f"{path}@{number}")
+    return file, row
+
+
+async def versions(
+    session: AsyncSession,
+    scope: TenantScope,
+    conversation_id: uuid.UUID,
+    path: str,
+    *,
+    limit: int,
+    offset: int,
+) -> tuple[list[WorkspaceFileVersion], int]:
+    await conversation_of(session, scope, conversation_id)
+    file = await _file(session, scope, conversation_id, path)
+    if file is None:
+        raise NotFoundError("File", path)
+    query = select(WorkspaceFileVersion).where(WorkspaceFileVersion.file_id == file.file_id)
+    return await paginate(
+        session, query, WorkspaceFileVersion.version.desc(), limit=limit, offset=offset
+    )

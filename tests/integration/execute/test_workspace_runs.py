@@ -1,0 +1,93 @@
+"""Workspace files in runs: what a user uploaded is in the agent's working directory when
+its run starts; what the agent creates, changes and deletes becomes versions of the run,
+said in `files_changed` before `done`."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from app.services.execute.spec import workspace_dir
+from tests.conftest import ADMIN, TenantFixture
+from tests.integration.execute.streams import new_conversation, stream_turn
+
+
+@pytest.fixture
+def wire() -> str:
+    return "anthropic"
+
+
+def hostile(*calls: list[object]) -> str:
+    return "scenario:hostile " + json.dumps(list(calls))
+
+
+async def _versions(client: httpx.AsyncClient, tenant: TenantFixture, cid: str, path: str) -> list:
+    response = await client.get(
+        tenant.url(f"/conversations/{cid}/files/{path}/versions"), headers=tenant.headers
+    )
+    return [(v["version"], v["source"], v["run_id"]) for v in response.json()["items"]]
+
+
+async def test_runs_see_uploads_and_record_their_changes(
+    client: httpx.AsyncClient, app: FastAPI, tenant: TenantFixture
+) -> None:
+    await client.put(tenant.url(), json={"settings": {"bash_enabled": True}}, headers=ADMIN)
+    cid = await new_conversation(client, tenant)
+    files = tenant.url(f"/conversations/{cid}/files")
+    await client.put(f"{files}/input.txt", content=b"from the user", headers=tenant.headers)
+    ws = workspace_dir(app.state.settings.data_dir, tenant.tenant_id, cid)
+
+    first = await stream_turn(
+        client,
+        tenant,
+        cid,
+        hostile(
+            ["Read", {"file_path": f"{ws}/input.txt"}],
+            ["Write", {"file_path": f"{ws}/out.md", "content": "made by the agent"}],
+            ["Write", {"file_path": f"{ws}/input.txt", "content": "changed by the agent"}],
+        ),
+    )
+    assert "from the user" in first.done["result"]
+    kinds = [e for e, _ in first.events]
+    assert kinds.index("files_changed") < kinds.index("done")
+    (changed,) = first.of("files_changed")
+    assert changed["created"] == [{"path": "out.md", "version": 1}]
+    assert changed["modified"] == [{"path": "input.txt", "version": 2}]
+    run_id = first.done["run_id"]
+    assert await _versions(client, tenant, cid, "input.txt") == [
+        (2, "agent_modified", run_id),
+        (1, "user_upload", None),
+    ]
+    made = await client.get(f"{files}/out.md", headers=tenant.headers)
+    assert made.content == b"made by the agent"
+
+    # Between runs, the user uploads a new version; the agent deletes what it made.
+    await client.put(f"{files}/input.txt", content=b"second upload", headers=tenant.headers)
+    second = await stream_turn(
+        client,
+        tenant,
+        cid,
+        hostile(["Bash", {"command": "cat input.txt; rm out.md"}]),
+    )
+    assert "second upload" in second.done["result"]
+    (changed,) = second.of("files_changed")
+    assert changed == {
+        **changed,
+        "created": [],
+        "modified": [],
+        "deleted": [{"path": "out.md", "version": 2}],
+    }
+    assert await _versions(client, tenant, cid, "out.md") == [
+        (2, "agent_deleted", second.done["run_id"]),
+        (1, "agent_created", run_id),
+    ]
+    listed = (await client.get(files, headers=tenant.headers)).json()
+    assert [f["path"] for f in listed["items"]] == ["input.txt"]
+
+    # A run that changes nothing says nothing about files.
+    quiet = await stream_turn(client, tenant, cid, "hello")
+    assert quiet.of("files_changed") == []
+    assert (ws / "input.txt").read_text() == "second upload"

@@ -1,0 +1,117 @@
+"""Workspace files through the API: uploads, versions and their sources, downloads of any
+version with ranges, deletes that keep the history, path rules; and through runs: what
+the agent writes, changes and deletes becomes versions of the run."""
+
+from __future__ import annotations
+
+import hashlib
+
+import httpx
+import pytest
+
+from tests.conftest import TenantFixture, assert_error
+from tests.integration.execute.streams import new_conversation
+
+
+def files(tenant: TenantFixture, cid: str, path: str = "") -> str:
+    return tenant.url(f"/conversations/{cid}/files{'/' + path if path else ''}")
+
+
+async def test_versions_downloads_and_deletes(
+    client: httpx.AsyncClient, tenant: TenantFixture
+) -> None:
+    cid = await new_conversation(client, tenant)
+    headers = {**tenant.headers, "X-User-ID": "alice"}
+    put = await client.put(files(tenant, cid, "notes/a.md"), content=b"one", headers=headers)
+    assert put.status_code == 200, put.text
+    assert put.json()["version"] == 1 and put.json()["mime_type"] == "text/markdown"
+    same = await client.put(files(tenant, cid, "notes/a.md"), content=b"one", headers=headers)
+    assert same.json()["version"] == 1  # unchanged content: no new version
+    await client.put(files(tenant, cid, "notes/a.md"), content=b"two!", headers=headers)
+    await client.put(files(tenant, cid, "b.txt"), content=b"bee", headers=headers)
+
+    listed = (await client.get(files(tenant, cid), headers=headers)).json()
+    assert [(f["path"], f["version"], f["size"]) for f in listed["items"]] == [
+        ("b.txt", 1, 3),
+        ("notes/a.md", 2, 4),
+    ]
+    assert listed["total"] == 2
+    prefixed = await client.get(files(tenant, cid), params={"prefix": "notes/"}, headers=headers)
+    assert [f["path"] for f in prefixed.json()["items"]] == ["notes/a.md"]
+
+    current = await client.get(files(tenant, cid, "notes/a.md"), headers=headers)
+    assert current.content == b"two!"
+    assert current.headers["etag"] == f'"{hashlib.sha256(b"two!").hexdigest()}"'
+    assert "a.md" in current.headers["content-disposition"]
+    old = await client.get(files(tenant, cid, "notes/a.md"), params={"version": 1}, headers=headers)
+    assert old.content == b"one"
+    part = await client.get(
+        files(tenant, cid, "notes/a.md"), headers={**headers, "Range": "bytes=1-2"}
+    )
+    assert part.status_code == 206 and part.content == b"wo"
+    assert part.headers["content-range"] == "bytes 1-2/4"
+    tail = await client.get(
+        files(tenant, cid, "notes/a.md"), headers={**headers, "Range": "bytes=-3"}
+    )
+    assert tail.content == b"wo!"
+    bad_range = await client.get(
+        files(tenant, cid, "notes/a.md"), headers={**headers, "Range": "bytes=9-"}
+    )
+    assert_error(bad_range, 416, "RANGE_NOT_SATISFIABLE")
+
+    deleted = await client.delete(files(tenant, cid, "notes/a.md"), headers=headers)
+    assert deleted.status_code == 204
+    assert_error(await client.get(files(tenant, cid, "notes/a.md"), headers=headers), 404)
+    assert_error(await client.delete(files(tenant, cid, "notes/a.md"), headers=headers), 404)
+    history = (await client.get(files(tenant, cid, "notes/a.md/versions"), headers=headers)).json()
+    assert [(v["version"], v["source"], v["user_id"]) for v in history["items"]] == [
+        (3, "user_deleted", "alice"),
+        (2, "user_upload", "alice"),
+        (1, "user_upload", "alice"),
+    ]
+    still = await client.get(
+        files(tenant, cid, "notes/a.md"), params={"version": 2}, headers=headers
+    )
+    assert still.content == b"two!"
+    assert [
+        f["path"] for f in (await client.get(files(tenant, cid), headers=headers)).json()["items"]
+    ] == ["b.txt"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "%2E%2E/escape.txt",
+        "a/%2E%2E/%2E%2E/b",
+        ".claude/scheduled_tasks.json",
+        "a%5Cb.txt",
+        "a%00b",
+        "a%01b",
+        "a//b",
+        "x" * 1100,
+        ("n" * 256) + ".txt",
+    ],
+)
+async def test_bad_paths_are_422(
+    client: httpx.AsyncClient, tenant: TenantFixture, path: str
+) -> None:
+    cid = await new_conversation(client, tenant)
+    response = await client.put(files(tenant, cid, path), content=b"x", headers=tenant.headers)
+    assert response.status_code in (404, 422), response.text
+    if response.status_code == 422:
+        assert_error(response, 422)
+
+
+async def test_other_tenants_files_are_404(
+    client: httpx.AsyncClient, tenant: TenantFixture, other_tenant: TenantFixture
+) -> None:
+    cid = await new_conversation(client, tenant)
+    await client.put(files(tenant, cid, "secret.txt"), content=b"s", headers=tenant.headers)
+    for method in ("GET", "PUT", "DELETE"):
+        for url in (files(tenant, cid, "secret.txt"), files(other_tenant, cid, "secret.txt")):
+            response = await client.request(method, url, content=b"x", headers=other_tenant.headers)
+            assert_error(response, 404)
+    for url in (files(other_tenant, cid), files(other_tenant, cid, "secret.txt/versions")):
+        assert_error(await client.get(url, headers=other_tenant.headers), 404)
+    body = await client.get(files(tenant, cid, "secret.txt"), headers=tenant.headers)
+    assert body.content == b"s"

@@ -82,6 +82,24 @@ async def list_files(
     return Page(items=[_read(r) for r in rows], total=total)
 
 
+@router.get("/presented", response_model=Page[WorkspaceFileRead], responses=_ONE)
+async def list_presented_files(
+    scope: CurrentScope, session: DbSession, conversation_id: ConversationPath, page: Pagination
+) -> Page[WorkspaceFileRead]:
+    """The files the agent presented to the user. (This path shadows a top-level file
+    named `presented`, whose history stays at `files/presented/versions`.)"""
+    rows, total = await service.list_files(
+        session,
+        scope,
+        conversation_id,
+        prefix=None,
+        presented=True,
+        limit=page.limit,
+        offset=page.offset,
+    )
+    return Page(items=[_read(r) for r in rows], total=total)
+
+
 @router.get(
     "/{path:path}/versions",
     response_model=Page[WorkspaceFileVersionRead],

@@ -218,3 +218,20 @@ async def versions(
     return await paginate(
         session, query, WorkspaceFileVersion.version.desc(), limit=limit, offset=offset
     )
+
+
+async def mark_presented(
+    session: AsyncSession, scope: TenantScope, conversation_id: uuid.UUID, paths: list[str]
+) -> list[WorkspaceFile]:
+    """Mark the files (as they are now) presented to the user; paths that name no current
+    file are passed over."""
+    query = scope.select(WorkspaceFile).where(
+        WorkspaceFile.conversation_id == conversation_id,
+        WorkspaceFile.path.in_(paths),
+        WorkspaceFile.deleted.is_(False),
+    )
+    files = list(await session.scalars(query.order_by(WorkspaceFile.path)))
+    for file in files:
+        file.presented = True
+    await session.flush()
+    return files

@@ -27,6 +27,7 @@ TENANT_SCOPED: list[tuple[str, str, dict[str, Any] | None]] = [
     ("GET", "/runs/{run_id}/events", None),
     ("POST", "/runs/{run_id}/cancel", None),
     ("GET", "/conversations/{conversation_id}/files", None),
+    ("GET", "/conversations/{conversation_id}/files/presented", None),
     ("PUT", "/conversations/{conversation_id}/files/{path}", {"x": "overwrite"}),
     ("GET", "/conversations/{conversation_id}/files/{path}", None),
     ("DELETE", "/conversations/{conversation_id}/files/{path}", None),

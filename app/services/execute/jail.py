@@ -22,6 +22,7 @@ from pathlib import Path
 import structlog
 
 from app.services.execute.egress import EgressBridge, Endpoint
+from app.services.execute.present import Presenter
 
 log = structlog.get_logger(__name__)
 
@@ -241,6 +242,8 @@ class AgentProcess:
     directory: Path
     bridge: EgressBridge | None = None
     args_file: Path | None = None
+    # Its `present_files` tool (set by the builtin part).
+    presenter: Presenter | None = None
 
     @property
     def prompt(self) -> Path:

@@ -43,6 +43,8 @@ class RunState:
     usage_before: dict[str, Tokens] = field(default_factory=dict)
     # The CLI's session state (running / requires_action / idle), once it reports one.
     session_state: str | None = None
+    # Workspace paths the agent presented to the user (present_files).
+    presented: list[str] = field(default_factory=list)
 
     def finished(self) -> bool:
         """A result came, and the CLI owes no more work for this run: it says it is idle

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import quote
 
 import structlog
 from claude_agent_sdk import (
@@ -43,7 +44,9 @@ from app.services.execute.tools import agent_tools
 from app.services.execute.translate import Translator
 from app.services.execute.usage import Tokens
 from app.services.execute.warm import WarmSession, WarmSessions
+from app.services.scope import TenantScope
 from app.services.storage import ObjectStore
+from app.services.workspace import mark_presented
 
 log = structlog.get_logger(__name__)
 
@@ -111,7 +114,7 @@ async def execute_run(ctx: ExecutionContext, run_id: uuid.UUID, events: RunEvent
         state.failure = ("agent_error", "The agent stopped unexpectedly", False)
     finally:
         events.finishing = True  # the run is ending: no cancel is sent from here on
-        await asyncio.shield(_record_files(ctx, begun.run, events))
+        await asyncio.shield(_record_files(ctx, begun.run, events, state.presented))
         duration_ms = int((time.monotonic() - started) * 1000)
         await finish_run(
             ctx.sessionmaker,
@@ -131,9 +134,12 @@ def _workspace(ctx: ExecutionContext, run: Run) -> tuple[Path, Path]:
     return workspace_dir(data_dir, run.tenant_id, cid), manifest_file(data_dir, run.tenant_id, cid)
 
 
-async def _record_files(ctx: ExecutionContext, run: Run, events: RunEventLog) -> None:
+async def _record_files(
+    ctx: ExecutionContext, run: Run, events: RunEventLog, presented: list[str]
+) -> None:
     """However the run ended, what it changed in the workspace becomes versions of it, said
-    in a `files_changed` event. A failure here is logged: the run's own end goes on."""
+    in a `files_changed` event; then the files it presented are marked so, each said in a
+    `file_presented` event. A failure here is logged: the run's own end goes on."""
     workspace, manifest = _workspace(ctx, run)
     try:
         changes = await sync_up(
@@ -151,6 +157,29 @@ async def _record_files(ctx: ExecutionContext, run: Run, events: RunEventLog) ->
         return
     if changes:
         events.emit("files_changed", changes.event())
+    if not presented:
+        return
+    try:
+        async with ctx.sessionmaker() as session, session.begin():
+            files = await mark_presented(
+                session, TenantScope(run.tenant_id), run.conversation_id, presented
+            )
+    except Exception:
+        log.exception("present_files_failed", run_id=str(run.run_id))
+        return
+    for file in files:
+        path = quote(file.path)
+        download = f"/api/tenants/{run.tenant_id}/conversations/{run.conversation_id}/files/{path}"
+        events.emit(
+            "file_presented",
+            {
+                "path": file.path,
+                "version": file.current_version,
+                "size": file.size,
+                "mime_type": file.mime_type,
+                "download_path": f"{download}?version={file.current_version}",
+            },
+        )
 
 
 async def _begin(ctx: ExecutionContext, run_id: uuid.UUID) -> _Start:
@@ -257,6 +286,8 @@ async def _drive(
     finally:
         if session is not None:
             session.close_gate()
+            if session.process is not None and session.process.presenter is not None:
+                state.presented = session.process.presenter.take()
         if session is not None and keep and state.result is not None:
             session.last_run_id = run.run_id
             session.session_id = translator.session_id

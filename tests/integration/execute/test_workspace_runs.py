@@ -91,3 +91,39 @@ async def test_runs_see_uploads_and_record_their_changes(
     quiet = await stream_turn(client, tenant, cid, "hello")
     assert quiet.of("files_changed") == []
     assert (ws / "input.txt").read_text() == "second upload"
+
+
+async def test_the_agent_presents_files(
+    client: httpx.AsyncClient, app: FastAPI, tenant: TenantFixture
+) -> None:
+    cid = await new_conversation(client, tenant)
+    ws = workspace_dir(app.state.settings.data_dir, tenant.tenant_id, cid)
+    present = "mcp__workspace__present_files"
+    stream = await stream_turn(
+        client,
+        tenant,
+        cid,
+        hostile(
+            ["Write", {"file_path": f"{ws}/report.md", "content": "# Report"}],
+            [present, {"paths": ["report.md"]}],
+            [present, {"paths": ["../../../../etc/passwd"]}],
+            [present, {"paths": ["/etc/passwd"]}],
+            [present, {"paths": ["missing.md"]}],
+            [present, {"paths": ".claude/x"}],
+        ),
+    )
+    result = stream.done["result"]
+    assert "[2] mcp__workspace__present_files OK" in result
+    for n in (3, 4, 5, 6):
+        assert f"[{n}] mcp__workspace__present_files ERROR" in result, result
+    (shown,) = stream.of("file_presented")
+    assert shown["path"] == "report.md" and shown["version"] == 1 and shown["size"] == 8
+    assert shown["mime_type"] == "text/markdown"
+    kinds = [e for e, _ in stream.events]
+    assert kinds.index("files_changed") < kinds.index("file_presented") < kinds.index("done")
+    download = await client.get(shown["download_path"], headers=tenant.headers)
+    assert download.content == b"# Report"
+    listed = await client.get(
+        tenant.url(f"/conversations/{cid}/files/presented"), headers=tenant.headers
+    )
+    assert [f["path"] for f in listed.json()["items"]] == ["report.md"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from app.services.execute.parts import (
+    builtin,
     environment,
     launcher,
     model,
@@ -24,6 +25,7 @@ PARTS: tuple[Part, ...] = (
     prompt.apply,
     model.apply,
     workspace.apply,
+    builtin.apply,
     tools.apply,
     session.apply,
     environment.apply,

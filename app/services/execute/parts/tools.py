@@ -8,17 +8,23 @@ from typing import Any, cast
 from claude_agent_sdk.types import SandboxSettings
 
 from app.services.execute.policy import ToolPolicy
+from app.services.execute.present import TOOL_NAME
 from app.services.execute.spec import AgentBuild
 
 
 def apply(build: AgentBuild) -> None:
     tools = build.spec.tools
-    policy = ToolPolicy(build.workspace.resolve(), frozenset(tools), build.runtime.allow_hosts)
+    # The built-in tools served in-process are the agent's too.
+    allowed = frozenset({*tools, *BUILTIN_TOOLS})
+    policy = ToolPolicy(build.workspace.resolve(), allowed, build.runtime.allow_hosts)
     build.options["tools"] = list(tools)
     build.options["hooks"] = policy.hooks()
     build.options["can_use_tool"] = policy.can_use_tool
     if "Bash" in tools:
         build.options["sandbox"] = _sandbox(nested=build.jailed)
+
+
+BUILTIN_TOOLS = (TOOL_NAME,)
 
 
 def _sandbox(*, nested: bool) -> SandboxSettings:

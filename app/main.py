@@ -33,6 +33,7 @@ from app.services.execute.session_store import PostgresSessionStore
 from app.services.execute.spec import AgentRuntime, bundled_cli
 from app.services.execute.warm import WarmSessions
 from app.services.storage import create_store
+from app.utils.background import Background
 
 log = structlog.get_logger(__name__)
 
@@ -66,6 +67,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings, offline_model.url if offline_model else None, dict(os.environ)
     )
     app.state.store = create_store(settings.storage, settings.data_dir)
+    app.state.background = Background()
     runtime_dir = Path(tempfile.mkdtemp(prefix="cmab-agents-"))
     agent = await _agent_runtime(settings, provider, app.state.sessionmaker, runtime_dir)
     app.state.agent_sandbox = (
@@ -95,6 +97,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         await app.state.executor.shutdown(settings.shutdown_timeout)
+        await app.state.background.drain(settings.shutdown_timeout)
         shutil.rmtree(runtime_dir, ignore_errors=True)
         if offline_model is not None:
             await asyncio.to_thread(offline_model.stop)

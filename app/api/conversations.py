@@ -18,7 +18,10 @@ from app.schemas.conversations import (
     MessageRead,
 )
 from app.services import conversations as service
+from app.services import workspace
 from app.services.execute.executor import CONVERSATION_DELETED, RunExecutor
+from app.services.execute.spec import workspace_dir
+from app.services.execute.sync import manifest_file
 
 router = APIRouter(prefix="/api/tenants/{tenant_id}/conversations", tags=["conversations"])
 
@@ -113,6 +116,18 @@ async def delete_conversation(
     await service.delete_conversation(session, scope, conversation_id)
     await session.commit()
     await executor.end_work_of(scope.tenant_id, conversation_id, CONVERSATION_DELETED)
+    data_dir, cid = request.app.state.settings.data_dir, str(conversation_id)
+    request.app.state.background.spawn(
+        workspace.remove_stored(
+            request.app.state.store,
+            prefix=workspace.conversation_prefix(scope.tenant_id, conversation_id),
+            local=[
+                workspace_dir(data_dir, scope.tenant_id, cid),
+                manifest_file(data_dir, scope.tenant_id, cid),
+            ],
+        ),
+        name=f"delete-files-{cid}",
+    )
 
 
 @router.get("/{conversation_id}/messages", response_model=Page[MessageRead], responses=_ONE)

@@ -11,6 +11,7 @@ from app.errors import error_responses
 from app.schemas.common import Page
 from app.schemas.tenants import TenantCreate, TenantId, TenantRead, TenantStatus, TenantUpdate
 from app.services import tenants as service
+from app.services import workspace
 from app.services.execute.executor import TENANT_DELETED, RunExecutor
 
 router = APIRouter(prefix="/api/tenants", tags=["tenants"])
@@ -75,3 +76,15 @@ async def delete_tenant(
     await service.delete_tenant(session, tenant_id)
     await session.commit()
     await executor.end_work_of(tenant_id, None, TENANT_DELETED)
+    data_dir = request.app.state.settings.data_dir.resolve()
+    request.app.state.background.spawn(
+        workspace.remove_stored(
+            request.app.state.store,
+            prefix=f"{tenant_id}/",
+            local=[
+                data_dir / "workspaces" / tenant_id,
+                data_dir / "workspace-manifests" / tenant_id,
+            ],
+        ),
+        name=f"delete-files-{tenant_id}",
+    )

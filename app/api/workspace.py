@@ -190,7 +190,7 @@ async def download_file(
         code = status.HTTP_206_PARTIAL_CONTENT
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{row.size}"
     headers["Content-Length"] = str(end - start)
-    key = service.blob_key(scope.tenant_id, row.sha256)
+    key = service.blob_key(scope.tenant_id, conversation_id, row.sha256)
     body = _store(request).stream(key, start=start, end=end) if end > start else _empty()
     return StreamingResponse(body, status_code=code, media_type=file.mime_type, headers=headers)
 

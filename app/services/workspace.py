@@ -3,11 +3,16 @@ the object store, content-addressed per tenant (an unchanged file is never store
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import mimetypes
+import shutil
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,9 +22,18 @@ from app.services.pagination import paginate
 from app.services.scope import TenantScope
 from app.services.storage import ObjectStore
 
+log = structlog.get_logger(__name__)
+DELETE_ATTEMPTS = 5
 
-def blob_key(tenant_id: str, sha256: str) -> str:
-    return f"{tenant_id}/blobs/{sha256[:2]}/{sha256}"
+
+def conversation_prefix(tenant_id: str, conversation_id: uuid.UUID | str) -> str:
+    return f"{tenant_id}/{conversation_id}/"
+
+
+def blob_key(tenant_id: str, conversation_id: uuid.UUID | str, sha256: str) -> str:
+    """Content-addressed within the conversation: a content is stored once however many
+    versions have it, and deleting the conversation is deleting its prefix."""
+    return f"{conversation_prefix(tenant_id, conversation_id)}blobs/{sha256[:2]}/{sha256}"
 
 
 def mime_type_of(path: str) -> str:
@@ -81,8 +95,9 @@ async def write_file(
     file = await _file(session, scope, conversation_id, path, for_update=True)
     if file is not None and not file.deleted and file.sha256 == sha:
         return Change(file, None)
-    if await store.head(blob_key(scope.tenant_id, sha)) is None:
-        await store.put(blob_key(scope.tenant_id, sha), data)
+    key = blob_key(scope.tenant_id, conversation_id, sha)
+    if await store.head(key) is None:
+        await store.put(key, data)
     if source != "user_upload":
         source = "agent_created" if file is None or file.deleted else "agent_modified"
     if file is None:
@@ -235,3 +250,35 @@ async def mark_presented(
         file.presented = True
     await session.flush()
     return files
+
+
+async def remove_stored(
+    store: ObjectStore,
+    *,
+    keys: list[str] | None = None,
+    prefix: str | None = None,
+    local: Sequence[Path] = (),
+) -> None:
+    """After a delete is committed: its blobs (the keys, or all under a conversation's or
+    tenant's prefix) leave the store, each tried again with back-off while the store
+    fails; and the node's cached copies go."""
+    for path in local:
+        await asyncio.to_thread(_remove_local, path)
+    if prefix is not None:
+        keys = [info.key async for info in store.list(prefix)]
+    for key in keys or []:
+        for attempt in range(DELETE_ATTEMPTS):
+            try:
+                await store.delete(key)
+                break
+            except Exception:
+                await asyncio.sleep(0.2 * 2**attempt)
+        else:
+            log.error("stored_blob_not_deleted", key=key)
+
+
+def _remove_local(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)

@@ -1,15 +1,17 @@
 """Workspace files through the API: uploads, versions and their sources, downloads of any
-version with ranges, deletes that keep the history, path rules; and through runs: what
-the agent writes, changes and deletes becomes versions of the run."""
+version with ranges, deletes that keep the history, path rules, isolation, and what a
+delete removes from the store."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
-from tests.conftest import TenantFixture, assert_error
+from tests.conftest import ADMIN, TenantFixture, assert_error
 from tests.integration.execute.streams import new_conversation
 
 
@@ -115,3 +117,36 @@ async def test_other_tenants_files_are_404(
         assert_error(await client.get(url, headers=other_tenant.headers), 404)
     body = await client.get(files(tenant, cid, "secret.txt"), headers=tenant.headers)
     assert body.content == b"s"
+
+
+async def _stored(app: FastAPI, prefix: str) -> list[str]:
+    return [info.key async for info in app.state.store.list(prefix)]
+
+
+async def _until_empty(app: FastAPI, prefix: str) -> list[str]:
+    for _ in range(100):
+        keys = await _stored(app, prefix)
+        if not keys:
+            return keys
+        await asyncio.sleep(0.05)
+    return keys
+
+
+async def test_deletes_remove_stored_files_and_archives_keep_them(
+    client: httpx.AsyncClient, app: FastAPI, tenant: TenantFixture
+) -> None:
+    kept = await new_conversation(client, tenant)
+    dropped = await new_conversation(client, tenant)
+    for cid in (kept, dropped):
+        await client.put(files(tenant, cid, "a.txt"), content=b"same", headers=tenant.headers)
+    await client.post(tenant.url(f"/conversations/{kept}/archive"), headers=tenant.headers)
+    assert len(await _stored(app, f"{tenant.tenant_id}/{dropped}/")) == 1
+    deleted = await client.delete(tenant.url(f"/conversations/{dropped}"), headers=tenant.headers)
+    assert deleted.status_code == 204
+    assert await _until_empty(app, f"{tenant.tenant_id}/{dropped}/") == []
+    archived = await client.get(files(tenant, kept, "a.txt"), headers=tenant.headers)
+    assert archived.content == b"same"  # the same content elsewhere is untouched
+
+    gone = await client.delete(tenant.url(), headers=ADMIN)
+    assert gone.status_code == 204
+    assert await _until_empty(app, f"{tenant.tenant_id}/") == []

@@ -119,7 +119,7 @@ async def sync_down(
             and await asyncio.to_thread(_unchanged, local, entry)
         ):
             continue
-        data = await store.get(blob_key(tenant_id, file.sha256))
+        data = await store.get(blob_key(tenant_id, conversation_id, file.sha256))
         written = await asyncio.to_thread(_write, workspace, file.path, data)
         if written is None:
             log.warning("workspace_file_not_written", path=file.path)

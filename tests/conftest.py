@@ -27,7 +27,7 @@ from sqlalchemy import URL, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app import db
-from app.config import Settings
+from app.config import Settings, StorageSettings
 from app.db import alembic_config, recreate_database, start_embedded_postgres, to_async_url
 from app.main import create_app
 from app.services.execute.spec import bundled_cli
@@ -231,6 +231,28 @@ def assert_error(response: httpx.Response, status: int, code: str | None = None)
     if code is not None:
         assert error["code"] == code, error
     return error
+
+
+def s3_storage(endpoint: str) -> StorageSettings:
+    """Storage settings for a new bucket on the S3-protocol server at `endpoint`."""
+    import boto3
+
+    bucket = f"cmab-{uuid.uuid4().hex[:12]}"
+    boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        region_name="us-east-1",
+    ).create_bucket(Bucket=bucket)
+    return StorageSettings(
+        backend="s3",
+        bucket=bucket,
+        prefix="service",
+        endpoint_url=endpoint,
+        access_key_id="test",
+        secret_access_key=SecretStr("test"),
+    )
 
 
 @pytest.fixture(scope="session")

@@ -3,16 +3,14 @@ server mode): the same behaviour from both."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import boto3
 import pytest
-from pydantic import SecretStr
 
 from app.config import Settings, StorageSettings
 from app.services.storage import ObjectStore, create_store
+from tests.conftest import s3_storage
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -22,23 +20,7 @@ async def store(
     if request.param == "local":
         yield create_store(StorageSettings(), tmp_path)
         return
-    bucket = f"cmab-{uuid.uuid4().hex[:12]}"
-    boto3.client(
-        "s3",
-        endpoint_url=s3_endpoint,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        region_name="us-east-1",
-    ).create_bucket(Bucket=bucket)
-    settings = StorageSettings(
-        backend="s3",
-        bucket=bucket,
-        prefix="service",
-        endpoint_url=s3_endpoint,
-        access_key_id="test",
-        secret_access_key=SecretStr("test"),
-    )
-    yield create_store(settings, tmp_path)
+    yield create_store(s3_storage(s3_endpoint), tmp_path)
 
 
 async def test_put_get_head_list_delete(store: ObjectStore) -> None:

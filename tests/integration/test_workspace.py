@@ -6,13 +6,37 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import URL
 
-from tests.conftest import ADMIN, TenantFixture, assert_error
+from app.config import StorageSettings
+from app.main import create_app
+from tests.conftest import (
+    ADMIN,
+    TenantFixture,
+    assert_error,
+    make_settings,
+    reset_database,
+    s3_storage,
+)
 from tests.integration.execute.streams import new_conversation
+
+
+@pytest.fixture(params=["local", "s3"])
+async def app(
+    request: pytest.FixtureRequest, database_url: URL, tmp_path: Path, s3_endpoint: str
+) -> AsyncIterator[FastAPI]:
+    """Every test here runs on both storage backends."""
+    storage = s3_storage(s3_endpoint) if request.param == "s3" else StorageSettings()
+    application = create_app(make_settings(database_url, tmp_path, storage=storage))
+    async with application.router.lifespan_context(application):
+        yield application
+    await reset_database(database_url)
 
 
 def files(tenant: TenantFixture, cid: str, path: str = "") -> str:

@@ -5,14 +5,26 @@ said in `files_changed` before `done`."""
 from __future__ import annotations
 
 import json
+from contextlib import AsyncExitStack
+from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import URL
 
+from app.main import create_app
 from app.services.execute.spec import workspace_dir
-from tests.conftest import ADMIN, TenantFixture
+from tests.conftest import (
+    ADMIN,
+    TenantFixture,
+    create_tenant,
+    make_settings,
+    reset_database,
+    s3_storage,
+)
 from tests.integration.execute.streams import new_conversation, stream_turn
+from tests.integration.live_server import serve_in_loop
 
 
 @pytest.fixture
@@ -127,3 +139,45 @@ async def test_the_agent_presents_files(
         tenant.url(f"/conversations/{cid}/files/presented"), headers=tenant.headers
     )
     assert [f["path"] for f in listed.json()["items"]] == ["report.md"]
+
+
+async def test_two_nodes_share_one_store(
+    database_url: URL, tmp_path: Path, s3_endpoint: str
+) -> None:
+    """Two service processes on one database and one S3 bucket, with data directories of
+    their own: a file uploaded through A is there for a run on B, and what B's run
+    changed is downloadable through A."""
+    storage = s3_storage(s3_endpoint)
+    apps = [
+        create_app(
+            make_settings(database_url, tmp_path / name, storage=storage, max_warm_sessions=0)
+        )
+        for name in ("a", "b")
+    ]
+    try:
+        async with AsyncExitStack() as stack:
+            clients = []
+            for node in apps:
+                await stack.enter_async_context(node.router.lifespan_context(node))
+                url = await stack.enter_async_context(serve_in_loop(node))
+                clients.append(await stack.enter_async_context(httpx.AsyncClient(base_url=url)))
+            node_a, node_b = clients
+            tenant = await create_tenant(node_a, "acme")
+            cid = await new_conversation(node_a, tenant)
+            files = tenant.url(f"/conversations/{cid}/files")
+            await node_a.put(f"{files}/brief.md", content=b"from A", headers=tenant.headers)
+            ws_b = workspace_dir(apps[1].state.settings.data_dir, tenant.tenant_id, cid)
+            stream = await stream_turn(
+                node_b,
+                tenant,
+                cid,
+                hostile(
+                    ["Read", {"file_path": f"{ws_b}/brief.md"}],
+                    ["Write", {"file_path": f"{ws_b}/answer.md", "content": "from B"}],
+                ),
+            )
+            assert "from A" in stream.done["result"]
+            answer = await node_a.get(f"{files}/answer.md", headers=tenant.headers)
+            assert answer.content == b"from B"
+    finally:
+        await reset_database(database_url)

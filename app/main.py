@@ -79,6 +79,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             agent=agent,
             warm=WarmSessions(settings.max_warm_sessions, settings.session_idle_seconds),
             store=app.state.store,
+            max_file_bytes=settings.max_file_bytes,
             run_timeout=settings.run_timeout,
         ),
         max_running=settings.max_concurrent_runs,

@@ -141,6 +141,9 @@ async def upload_file(
     unchanged content makes no new version."""
     relative = _path(path)
     await service.conversation_of(session, scope, conversation_id)
+    limits = await service.tenant_limits(
+        session, scope.tenant_id, request.app.state.settings.max_file_bytes
+    )
     data = await request.body()
     change = await service.write_file(
         session,
@@ -149,6 +152,7 @@ async def upload_file(
         conversation_id,
         relative,
         data,
+        limits=limits,
         source="user_upload",
         user_id=user_id,
     )

@@ -22,6 +22,8 @@ AgentTool = Literal[
     "Read", "Write", "Edit", "Glob", "Grep", "Skill", "Agent", "Bash", "WebFetch", "WebSearch"
 ]
 AgentTools = Annotated[list[AgentTool], Field(max_length=10)]
+StorageQuota = Annotated[int, Field(ge=0, le=2**50)]
+DEFAULT_STORAGE_QUOTA = 1024**3
 Budget = Annotated[
     Decimal, Field(ge=0, le=1_000_000_000, max_digits=18, decimal_places=2, allow_inf_nan=False)
 ]
@@ -42,6 +44,11 @@ class TenantSettings(Schema):
         False, description="Offer WebFetch (public addresses only, checked on every connection)."
     )
     web_search_enabled: bool = Field(False, description="Offer WebSearch.")
+    storage_quota_bytes: StorageQuota | None = Field(
+        DEFAULT_STORAGE_QUOTA,
+        description="The most the tenant's current workspace files may hold together, in "
+        "bytes (earlier versions not counted); null for no limit.",
+    )
     tools: AgentTools | None = Field(
         None,
         description="Narrows the agent's built-in tools to these; null for all it is allowed "
@@ -51,7 +58,7 @@ class TenantSettings(Schema):
 
 
 class TenantSettingsUpdate(PatchSchema):
-    nullable_fields = frozenset({"monthly_budget_usd", "tools"})
+    nullable_fields = frozenset({"monthly_budget_usd", "tools", "storage_quota_bytes"})
 
     max_concurrent_runs: MaxConcurrentRuns | None = None
     max_turns: MaxTurns | None = None
@@ -59,6 +66,7 @@ class TenantSettingsUpdate(PatchSchema):
     bash_enabled: bool | None = None
     web_fetch_enabled: bool | None = None
     web_search_enabled: bool | None = None
+    storage_quota_bytes: StorageQuota | None = None
     tools: AgentTools | None = None
 
 

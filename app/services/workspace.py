@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import NotFoundError
-from app.models import Conversation, WorkspaceFile, WorkspaceFileVersion
+from app.errors import NotFoundError, PayloadTooLargeError
+from app.models import Conversation, Tenant, WorkspaceFile, WorkspaceFileVersion
+from app.schemas.tenants import TenantSettings
 from app.services.pagination import paginate
 from app.services.scope import TenantScope
 from app.services.storage import ObjectStore
@@ -38,6 +39,45 @@ def blob_key(tenant_id: str, conversation_id: uuid.UUID | str, sha256: str) -> s
 
 def mime_type_of(path: str) -> str:
     return mimetypes.guess_type(path)[0] or "application/octet-stream"
+
+
+@dataclass(frozen=True)
+class FileLimits:
+    """How big one file may be, and all the tenant's current files together (None: no
+    limit)."""
+
+    max_file_bytes: int
+    quota_bytes: int | None
+
+
+async def tenant_limits(session: AsyncSession, tenant_id: str, max_file_bytes: int) -> FileLimits:
+    tenant = await session.get(Tenant, tenant_id)
+    if tenant is None:
+        raise NotFoundError("Tenant", tenant_id)
+    quota = TenantSettings.model_validate(tenant.settings).storage_quota_bytes
+    return FileLimits(max_file_bytes, quota)
+
+
+async def _check_limits(
+    session: AsyncSession, scope: TenantScope, limits: FileLimits, size: int, replaced: int
+) -> None:
+    if size > limits.max_file_bytes:
+        raise PayloadTooLargeError(
+            f"The file is larger than the limit of {limits.max_file_bytes} bytes",
+            code="FILE_TOO_LARGE",
+        )
+    if limits.quota_bytes is None:
+        return
+    used = await session.scalar(
+        select(func.coalesce(func.sum(WorkspaceFile.size), 0)).where(
+            WorkspaceFile.tenant_id == scope.tenant_id, WorkspaceFile.deleted.is_(False)
+        )
+    )
+    if int(used or 0) - replaced + size > limits.quota_bytes:
+        raise PayloadTooLargeError(
+            f"The tenant's storage quota of {limits.quota_bytes} bytes would be exceeded",
+            code="QUOTA_EXCEEDED",
+        )
 
 
 @dataclass(frozen=True)
@@ -84,17 +124,21 @@ async def write_file(
     path: str,
     data: bytes,
     *,
+    limits: FileLimits,
     source: str,
     user_id: str | None = None,
     run_id: uuid.UUID | None = None,
 ) -> Change:
     """Record `data` as the file's next version (its blob stored first); no new version
     when the content is unchanged. `source` is user_upload, or for a run's changes
-    agent_created / agent_modified (which of the two is decided here)."""
+    agent_created / agent_modified (which of the two is decided here). 413 past the
+    file size cap or the tenant's quota."""
     sha = hashlib.sha256(data).hexdigest()
     file = await _file(session, scope, conversation_id, path, for_update=True)
     if file is not None and not file.deleted and file.sha256 == sha:
         return Change(file, None)
+    replaced = file.size if file is not None and not file.deleted else 0
+    await _check_limits(session, scope, limits, len(data), replaced)
     key = blob_key(scope.tenant_id, conversation_id, sha)
     if await store.head(key) is None:
         await store.put(key, data)

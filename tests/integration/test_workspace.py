@@ -174,3 +174,25 @@ async def test_deletes_remove_stored_files_and_archives_keep_them(
     gone = await client.delete(tenant.url(), headers=ADMIN)
     assert gone.status_code == 204
     assert await _until_empty(app, f"{tenant.tenant_id}/") == []
+
+
+async def test_file_caps_and_the_tenant_quota(
+    client: httpx.AsyncClient, app: FastAPI, tenant: TenantFixture
+) -> None:
+    await client.put(tenant.url(), json={"settings": {"storage_quota_bytes": 10}}, headers=ADMIN)
+    cid = await new_conversation(client, tenant)
+    ok = await client.put(files(tenant, cid, "a.txt"), content=b"12345678", headers=tenant.headers)
+    assert ok.status_code == 200
+    over = await client.put(files(tenant, cid, "b.txt"), content=b"12345", headers=tenant.headers)
+    assert_error(over, 413, "QUOTA_EXCEEDED")
+    grown = await client.put(
+        files(tenant, cid, "a.txt"), content=b"123456789", headers=tenant.headers
+    )
+    assert grown.status_code == 200  # the version it replaces no longer counts
+    listed = (await client.get(files(tenant, cid), headers=tenant.headers)).json()
+    assert [f["path"] for f in listed["items"]] == ["a.txt"]  # nothing half-written
+
+    app.state.settings.max_file_bytes = 4
+    await client.put(tenant.url(), json={"settings": {"storage_quota_bytes": None}}, headers=ADMIN)
+    big = await client.put(files(tenant, cid, "c.txt"), content=b"12345", headers=tenant.headers)
+    assert_error(big, 413, "FILE_TOO_LARGE")

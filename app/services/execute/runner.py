@@ -26,6 +26,7 @@ from claude_agent_sdk.types import TaskNotificationMessage, TaskStartedMessage
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.errors import PayloadTooLargeError
 from app.models import CatalogModel, Conversation, Run, Tenant
 from app.schemas.tenants import TenantSettings
 from app.services.conversations import next_message_seq
@@ -63,6 +64,7 @@ class ExecutionContext:
     agent: AgentRuntime
     warm: WarmSessions
     store: ObjectStore
+    max_file_bytes: int = 10 * 1024 * 1024
     run_timeout: float = 3600.0
 
 
@@ -151,7 +153,15 @@ async def _record_files(
             manifest,
             run_id=run.run_id,
             user_id=run.user_id,
+            max_file_bytes=ctx.max_file_bytes,
         )
+    except PayloadTooLargeError as exc:
+        # Nothing of the run's changes is recorded: say why; the files stay on this node.
+        events.emit(
+            "error",
+            {"error_type": exc.code.lower(), "message": exc.message, "recoverable": False},
+        )
+        return
     except Exception:
         log.exception("workspace_sync_failed", run_id=str(run.run_id))
         return

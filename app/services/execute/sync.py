@@ -21,7 +21,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.errors import NotFoundError
 from app.services.scope import TenantScope
 from app.services.storage import ObjectStore
-from app.services.workspace import blob_key, current_files, delete_file, write_file
+from app.services.workspace import (
+    blob_key,
+    current_files,
+    delete_file,
+    tenant_limits,
+    write_file,
+)
 from app.utils.paths import BadPathError, workspace_path
 
 log = structlog.get_logger(__name__)
@@ -205,8 +211,10 @@ async def sync_up(
     *,
     run_id: uuid.UUID,
     user_id: str | None,
+    max_file_bytes: int,
 ) -> Changes:
-    """Record what the run changed in the workspace, as versions of the run."""
+    """Record what the run changed in the workspace, as versions of the run: all of it or
+    (past a size cap or the tenant's quota: PayloadTooLargeError) none of it."""
     manifest = await asyncio.to_thread(_load, manifest_path)
     scan = await asyncio.to_thread(_scan, workspace, manifest)
     changes = Changes()
@@ -215,6 +223,7 @@ async def sync_up(
         return changes
     scope = TenantScope(tenant_id)
     async with sessionmaker() as session, session.begin():
+        limits = await tenant_limits(session, tenant_id, max_file_bytes)
         for path, data in sorted(scan.changed.items()):
             change = await write_file(
                 session,
@@ -223,6 +232,7 @@ async def sync_up(
                 conversation_id,
                 path,
                 data,
+                limits=limits,
                 source="agent",
                 run_id=run_id,
                 user_id=user_id,

@@ -181,3 +181,25 @@ async def test_two_nodes_share_one_store(
             assert answer.content == b"from B"
     finally:
         await reset_database(database_url)
+
+
+async def test_a_run_over_the_quota_records_none_of_its_changes(
+    client: httpx.AsyncClient, app: FastAPI, tenant: TenantFixture
+) -> None:
+    await client.put(tenant.url(), json={"settings": {"storage_quota_bytes": 10}}, headers=ADMIN)
+    cid = await new_conversation(client, tenant)
+    ws = workspace_dir(app.state.settings.data_dir, tenant.tenant_id, cid)
+    stream = await stream_turn(
+        client,
+        tenant,
+        cid,
+        hostile(
+            ["Write", {"file_path": f"{ws}/small.txt", "content": "tiny"}],
+            ["Write", {"file_path": f"{ws}/large.txt", "content": "far too large for it"}],
+        ),
+    )
+    (error,) = stream.of("error")
+    assert error["error_type"] == "quota_exceeded"
+    assert stream.of("files_changed") == []
+    listed = await client.get(tenant.url(f"/conversations/{cid}/files"), headers=tenant.headers)
+    assert listed.json()["items"] == []

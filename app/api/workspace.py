@@ -8,7 +8,18 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Header, Path, Query, Request, Response, status
+from fastapi import (
+    APIRouter,
+    File,
+    Form,
+    Header,
+    Path,
+    Query,
+    Request,
+    Response,
+    UploadFile,
+    status,
+)
 from fastapi.responses import StreamingResponse
 
 from app.api.deps import CurrentScope, DbSession, HeaderUserId, Pagination
@@ -80,6 +91,57 @@ async def list_files(
         offset=page.offset,
     )
     return Page(items=[_read(r) for r in rows], total=total)
+
+
+MAX_UPLOAD_FILES = 100
+
+
+@router.post(
+    "",
+    response_model=list[WorkspaceFileRead],
+    status_code=status.HTTP_201_CREATED,
+    responses={**_ONE, **error_responses(413)},
+)
+async def upload_files(
+    request: Request,
+    scope: CurrentScope,
+    session: DbSession,
+    user_id: HeaderUserId,
+    conversation_id: ConversationPath,
+    files: Annotated[list[UploadFile], File(description="The files")],
+    paths: Annotated[
+        list[str] | None,
+        Form(description="A path for each file, in order; else each file's own name"),
+    ] = None,
+) -> list[WorkspaceFileRead]:
+    """Several files at once (multipart), each a `user_upload` version; all or none."""
+    if len(files) > MAX_UPLOAD_FILES:
+        raise UnprocessableError(f"At most {MAX_UPLOAD_FILES} files at once")
+    if paths is not None and len(paths) != len(files):
+        raise UnprocessableError("Give one path for each file, or none")
+    names = paths if paths is not None else [f.filename or "" for f in files]
+    relatives = [_path(name) for name in names]
+    if len(set(relatives)) != len(relatives):
+        raise UnprocessableError("Each file needs a path of its own")
+    await service.conversation_of(session, scope, conversation_id)
+    limits = await service.tenant_limits(
+        session, scope.tenant_id, request.app.state.settings.max_file_bytes
+    )
+    written = []
+    for upload, relative in zip(files, relatives, strict=True):
+        change = await service.write_file(
+            session,
+            _store(request),
+            scope,
+            conversation_id,
+            relative,
+            await upload.read(),
+            limits=limits,
+            source="user_upload",
+            user_id=user_id,
+        )
+        written.append(_read(change.file))
+    return written
 
 
 @router.get("/presented", response_model=Page[WorkspaceFileRead], responses=_ONE)

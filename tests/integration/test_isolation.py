@@ -12,6 +12,8 @@ from sqlalchemy import text
 from tests.conftest import TenantFixture, assert_error
 
 TENANT_ROUTES_PREFIX = "/api/tenants/{tenant_id}"
+# A body sent as a multipart upload of one file.
+MULTIPART: dict[str, Any] = {"multipart": True}
 
 # (method, path template, body) for routes a tenant key may use inside its own tenant.
 TENANT_SCOPED: list[tuple[str, str, dict[str, Any] | None]] = [
@@ -27,6 +29,7 @@ TENANT_SCOPED: list[tuple[str, str, dict[str, Any] | None]] = [
     ("GET", "/runs/{run_id}/events", None),
     ("POST", "/runs/{run_id}/cancel", None),
     ("GET", "/conversations/{conversation_id}/files", None),
+    ("POST", "/conversations/{conversation_id}/files", MULTIPART),
     ("GET", "/conversations/{conversation_id}/files/presented", None),
     ("PUT", "/conversations/{conversation_id}/files/{path}", {"x": "overwrite"}),
     ("GET", "/conversations/{conversation_id}/files/{path}", None),
@@ -42,6 +45,19 @@ ADMIN_ONLY: list[tuple[str, str, dict[str, Any] | None]] = [
     ("POST", "/api-keys", {"name": "backdoor"}),
     ("DELETE", "/api-keys/{key_id}", None),
 ]
+
+
+async def _request(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    body: dict[str, Any] | None,
+    headers: dict[str, str],
+) -> httpx.Response:
+    if body is MULTIPART:
+        files = [("files", ("intruder.txt", b"x"))]
+        return await client.request(method, url, files=files, headers=headers)
+    return await client.request(method, url, json=body, headers=headers)
 
 
 async def _snapshot(app: FastAPI, tenant_id: str) -> dict[str, list[str]]:
@@ -147,7 +163,7 @@ async def test_other_tenants_key_gets_404_and_changes_nothing(
 
     for method, path, body in TENANT_SCOPED:
         url = tenant.url(path.format(**ids))
-        response = await client.request(method, url, json=body, headers=other_tenant.headers)
+        response = await _request(client, method, url, body, other_tenant.headers)
         assert_error(response, 404, "NOT_FOUND")
 
     # Tenant B's own routes with tenant A's ids: also nothing.
@@ -155,13 +171,13 @@ async def test_other_tenants_key_gets_404_and_changes_nothing(
         if "{conversation_id}" not in path and "{run_id}" not in path:
             continue
         url = other_tenant.url(path.format(**ids))
-        response = await client.request(method, url, json=body, headers=other_tenant.headers)
+        response = await _request(client, method, url, body, other_tenant.headers)
         assert_error(response, 404, "NOT_FOUND")
 
     for method, path, body in ADMIN_ONLY:
         for tenant_id in (tenant.tenant_id, "no-such-tenant"):
             url = f"/api/tenants/{tenant_id}{path.format(**ids)}"
-            response = await client.request(method, url, json=body, headers=other_tenant.headers)
+            response = await _request(client, method, url, body, other_tenant.headers)
             assert_error(response, 403, "FORBIDDEN")
 
     assert await _snapshot(app, tenant.tenant_id) == before

@@ -196,3 +196,40 @@ async def test_file_caps_and_the_tenant_quota(
     await client.put(tenant.url(), json={"settings": {"storage_quota_bytes": None}}, headers=ADMIN)
     big = await client.put(files(tenant, cid, "c.txt"), content=b"12345", headers=tenant.headers)
     assert_error(big, 413, "FILE_TOO_LARGE")
+
+
+async def test_multipart_uploads_are_all_or_nothing(
+    client: httpx.AsyncClient, tenant: TenantFixture
+) -> None:
+    cid = await new_conversation(client, tenant)
+    both = await client.post(
+        files(tenant, cid),
+        files=[("files", ("a.txt", b"alpha")), ("files", ("b.bin", b"beta"))],
+        data={"paths": ["docs/a.txt", "data/b.bin"]},
+        headers=tenant.headers,
+    )
+    assert both.status_code == 201, both.text
+    assert [(f["path"], f["version"]) for f in both.json()] == [
+        ("docs/a.txt", 1),
+        ("data/b.bin", 1),
+    ]
+    named = await client.post(
+        files(tenant, cid), files=[("files", ("c.md", b"c"))], headers=tenant.headers
+    )
+    assert [f["path"] for f in named.json()] == ["c.md"]
+    refused = await client.post(
+        files(tenant, cid),
+        files=[("files", ("ok.txt", b"ok")), ("files", ("x", b"x"))],
+        data={"paths": ["ok.txt", "../escape"]},
+        headers=tenant.headers,
+    )
+    assert_error(refused, 422, "BAD_PATH")
+    mismatched = await client.post(
+        files(tenant, cid),
+        files=[("files", ("ok.txt", b"ok"))],
+        data={"paths": ["a", "b"]},
+        headers=tenant.headers,
+    )
+    assert_error(mismatched, 422)
+    listed = (await client.get(files(tenant, cid), headers=tenant.headers)).json()
+    assert [f["path"] for f in listed["items"]] == ["c.md", "data/b.bin", "docs/a.txt"]

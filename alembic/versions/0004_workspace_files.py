@@ -17,6 +17,12 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    # Goes up by one with every version of any of the conversation's files: a node that
+    # synced the workspace at this number has nothing to fetch.
+    op.add_column(
+        "conversations",
+        sa.Column("files_version", sa.BigInteger(), server_default="0", nullable=False),
+    )
     op.create_table(
         "workspace_files",
         sa.Column("file_id", sa.Uuid(), nullable=False),
@@ -120,6 +126,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_column("conversations", "files_version")
     op.drop_index(
         op.f("ix_workspace_file_versions_tenant_id"), table_name="workspace_file_versions"
     )

@@ -46,6 +46,8 @@ class Conversation(TimestampMixin, Base):
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
     sdk_session_id: Mapped[str | None] = mapped_column(String(100))
     archived_at: Mapped[datetime | None]
+    # Up by one with every version of any of its workspace files (see services/workspace).
+    files_version: Mapped[int] = mapped_column(BigInteger, server_default="0")
 
 
 class ConversationCount(Base):

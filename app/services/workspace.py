@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import NotFoundError, PayloadTooLargeError
@@ -35,6 +35,24 @@ def blob_key(tenant_id: str, conversation_id: uuid.UUID | str, sha256: str) -> s
     """Content-addressed within the conversation: a content is stored once however many
     versions have it, and deleting the conversation is deleting its prefix."""
     return f"{conversation_prefix(tenant_id, conversation_id)}blobs/{sha256[:2]}/{sha256}"
+
+
+async def _bump(session: AsyncSession, conversation_id: uuid.UUID) -> None:
+    """A file of the conversation has a new version: its files_version goes up."""
+    await session.flush()
+    await session.execute(
+        update(Conversation)
+        .where(Conversation.conversation_id == conversation_id)
+        .values(files_version=Conversation.files_version + 1)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def files_version(session: AsyncSession, conversation_id: uuid.UUID) -> int:
+    value = await session.scalar(
+        select(Conversation.files_version).where(Conversation.conversation_id == conversation_id)
+    )
+    return int(value or 0)
 
 
 def mime_type_of(path: str) -> str:
@@ -168,7 +186,7 @@ async def write_file(
         user_id=user_id,
     )
     session.add(version)
-    await session.flush()
+    await _bump(session, conversation_id)
     return Change(file, version)
 
 
@@ -199,7 +217,7 @@ async def delete_file(
         user_id=user_id,
     )
     session.add(version)
-    await session.flush()
+    await _bump(session, conversation_id)
     return Change(file, version)
 
 

@@ -258,7 +258,13 @@ async def _drive(
         workspace, manifest = _workspace(ctx, run)
         workspace.mkdir(parents=True, exist_ok=True)
         await sync_down(
-            ctx.sessionmaker, ctx.store, run.tenant_id, run.conversation_id, workspace, manifest
+            ctx.sessionmaker,
+            ctx.store,
+            run.tenant_id,
+            run.conversation_id,
+            workspace,
+            manifest,
+            conversation.files_version,
         )
         # However the agent behaves (a notification turn that never comes, say), a run ends.
         async with asyncio.timeout(ctx.run_timeout):

@@ -25,6 +25,7 @@ from app.services.workspace import (
     blob_key,
     current_files,
     delete_file,
+    files_version,
     tenant_limits,
     write_file,
 )
@@ -49,7 +50,7 @@ def _load(path: Path) -> Manifest:
     return data if isinstance(data, dict) else {}
 
 
-def _save(path: Path, manifest: Manifest) -> None:
+def _save(path: Path, manifest: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
     temporary.write_text(json.dumps(manifest))
@@ -99,6 +100,17 @@ def _write(workspace: Path, relative: str, data: bytes) -> list[Any] | None:
     return [st.st_size, st.st_mtime_ns, hashlib.sha256(data).hexdigest()]
 
 
+def _state_file(manifest_path: Path) -> Path:
+    return manifest_path.with_suffix(".state")
+
+
+def _read_state(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 async def sync_down(
     sessionmaker: async_sessionmaker[AsyncSession],
     store: ObjectStore,
@@ -106,7 +118,12 @@ async def sync_down(
     conversation_id: uuid.UUID,
     workspace: Path,
     manifest_path: Path,
+    state: int,
 ) -> None:
+    """`state` is the conversation's files_version as the run began."""
+    state_path = _state_file(manifest_path)
+    if await asyncio.to_thread(_read_state, state_path) == state:
+        return  # this node synced the files as they are now: nothing to fetch
     async with sessionmaker() as session:
         files = await current_files(session, tenant_id, conversation_id)
     manifest = await asyncio.to_thread(_load, manifest_path)
@@ -132,6 +149,7 @@ async def sync_down(
             continue
         manifest[file.path] = written
     await asyncio.to_thread(_save, manifest_path, manifest)
+    await asyncio.to_thread(_save, state_path, state)
 
 
 def _unchanged(local: Path, entry: list[Any]) -> bool:
@@ -222,8 +240,10 @@ async def sync_up(
         await asyncio.to_thread(_save, manifest_path, scan.seen)
         return changes
     scope = TenantScope(tenant_id)
+    state_path = _state_file(manifest_path)
     async with sessionmaker() as session, session.begin():
         limits = await tenant_limits(session, tenant_id, max_file_bytes)
+        before = await files_version(session, conversation_id)
         for path, data in sorted(scan.changed.items()):
             change = await write_file(
                 session,
@@ -259,5 +279,12 @@ async def sync_up(
                 continue
             assert change.version is not None
             changes.deleted.append({"path": path, "version": change.version.version})
+        after = await files_version(session, conversation_id)
     await asyncio.to_thread(_save, manifest_path, scan.seen)
+    # If nothing else changed the files since this node synced them, what it has now is
+    # their state: the next run here need fetch nothing. Else the next run checks each.
+    if await asyncio.to_thread(_read_state, state_path) == before:
+        await asyncio.to_thread(_save, state_path, after)
+    else:
+        await asyncio.to_thread(state_path.unlink, missing_ok=True)
     return changes

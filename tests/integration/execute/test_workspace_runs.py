@@ -203,3 +203,43 @@ async def test_a_run_over_the_quota_records_none_of_its_changes(
     assert stream.of("files_changed") == []
     listed = await client.get(tenant.url(f"/conversations/{cid}/files"), headers=tenant.headers)
     assert listed.json()["items"] == []
+
+
+async def test_links_the_agent_plants_are_never_followed(
+    client: httpx.AsyncClient, app: FastAPI, tenant: TenantFixture, tmp_path: Path
+) -> None:
+    """A hostile agent links workspace paths to files outside it: nothing outside is
+    uploaded, and no later sync writes through a link."""
+    await client.put(tenant.url(), json={"settings": {"bash_enabled": True}}, headers=ADMIN)
+    cid = await new_conversation(client, tenant)
+    files = tenant.url(f"/conversations/{cid}/files")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("host secret")
+    # The jail has no such host path, but a link names whatever it likes; it is the host's
+    # sync that must not follow it.
+    stream = await stream_turn(
+        client,
+        tenant,
+        cid,
+        hostile(
+            [
+                "Bash",
+                {
+                    "command": f"ln -s {outside}/secret.txt leak.txt; ln -s {outside} docs; "
+                    "ln -s /etc/passwd passwd; mkfifo pipe; echo ok > real.txt"
+                },
+            ]
+        ),
+    )
+    (changed,) = stream.of("files_changed")
+    assert changed["created"] == [{"path": "real.txt", "version": 1}]
+    listed = (await client.get(files, headers=tenant.headers)).json()
+    assert [f["path"] for f in listed["items"]] == ["real.txt"]
+    assert "host secret" not in str(stream.events)
+    # An upload to a path under the linked folder lands in the store; the next run's sync
+    # does not write it through the link.
+    await client.put(f"{files}/docs/new.txt", content=b"uploaded", headers=tenant.headers)
+    await stream_turn(client, tenant, cid, "hello")
+    assert not (outside / "new.txt").exists()
+    assert (outside / "secret.txt").read_text() == "host secret"

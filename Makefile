@@ -46,6 +46,7 @@ bench: install
 	$(UV) run --frozen --no-sync python -m bench.runs
 	$(UV) run --frozen --no-sync python -m bench.durable
 	$(UV) run --frozen --no-sync python -m bench.jail
+	$(UV) run --frozen --no-sync python -m bench.workspace
 
 clean:
 	rm -rf .venv .tools .pytest_cache .mypy_cache .ruff_cache

@@ -16,9 +16,10 @@ import structlog
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import NotFoundError, PayloadTooLargeError
+from app.errors import ConflictError, NotFoundError, PayloadTooLargeError
 from app.models import Conversation, Tenant, WorkspaceFile, WorkspaceFileVersion
 from app.schemas.tenants import TenantSettings
+from app.services.integrity import flush_mapping_violations
 from app.services.pagination import paginate
 from app.services.scope import TenantScope
 from app.services.storage import ObjectStore
@@ -38,8 +39,22 @@ def blob_key(tenant_id: str, conversation_id: uuid.UUID | str, sha256: str) -> s
 
 
 async def _bump(session: AsyncSession, conversation_id: uuid.UUID) -> None:
-    """A file of the conversation has a new version: its files_version goes up."""
-    await session.flush()
+    """A file of the conversation has a new version: its files_version goes up. Writes
+    that raced (the same new path twice, a conversation deleted meanwhile) are a 409 or a
+    404, not a 500."""
+    conflict = lambda: ConflictError(  # noqa: E731
+        "The file was written at the same moment by another request; try again"
+    )
+    await flush_mapping_violations(
+        session,
+        {
+            "uq_workspace_files_conversation_id_path": conflict,
+            "uq_workspace_file_versions_file_id_version": conflict,
+            "fk_workspace_files_conversation_id_conversations": lambda: NotFoundError(
+                "Conversation", conversation_id
+            ),
+        },
+    )
     await session.execute(
         update(Conversation)
         .where(Conversation.conversation_id == conversation_id)

@@ -233,3 +233,21 @@ async def test_multipart_uploads_are_all_or_nothing(
     assert_error(mismatched, 422)
     listed = (await client.get(files(tenant, cid), headers=tenant.headers)).json()
     assert [f["path"] for f in listed["items"]] == ["c.md", "data/b.bin", "docs/a.txt"]
+
+
+async def test_concurrent_writes_of_one_new_path(
+    client: httpx.AsyncClient, tenant: TenantFixture
+) -> None:
+    cid = await new_conversation(client, tenant)
+    responses = await asyncio.gather(
+        *(
+            client.put(
+                files(tenant, cid, "race.txt"), content=f"{n}".encode(), headers=tenant.headers
+            )
+            for n in range(8)
+        )
+    )
+    codes = sorted(r.status_code for r in responses)
+    assert set(codes) <= {200, 409} and 200 in codes, codes
+    history = await client.get(files(tenant, cid, "race.txt/versions"), headers=tenant.headers)
+    assert history.json()["total"] == codes.count(200)

@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from sqlalchemy import URL, text
 
 from app.services.execute.jail import JAIL_PORT
+from app.services.execute.parts.tools import BUILTIN_TOOLS
 from app.services.execute.spec import workspace_dir
 from app.services.execute.tools import DEFAULT_TOOLS
 from tests.conftest import ADMIN, PROJECT_ROOT, TenantFixture, create_tenant
@@ -90,13 +91,13 @@ async def test_terminal_tools_are_never_offered(
     assert not any(ok(e) for e in entries), entries
     assert not any("uid=" in e for e in entries)
     # The init event shows the real set, and the model is offered exactly that.
-    assert _names(stream.of("init")[0]["tools"]) == set(DEFAULT_TOOLS)
+    assert _names(stream.of("init")[0]["tools"]) == {*DEFAULT_TOOLS, *BUILTIN_TOOLS}
     offered = [
         {tool["name"] for tool in request["body"].get("tools", [])}
         for request in app.state.offline_model.requests
         if request["body"].get("messages")
     ]
-    assert offered and all(names == set(DEFAULT_TOOLS) for names in offered), offered
+    assert offered and all(names == {*DEFAULT_TOOLS, *BUILTIN_TOOLS} for names in offered), offered
     workspace = workspace_dir(app.state.settings.data_dir, tenant.tenant_id, cid)
     assert sorted(p.name for p in workspace.iterdir()) == [".claude"]
     assert list((workspace / ".claude").iterdir()) == []
@@ -253,7 +254,7 @@ async def test_web_fetch_reaches_only_public_addresses(
     await client.put(tenant.url(), json={"settings": {"web_fetch_enabled": True}}, headers=ADMIN)
     cid = await new_conversation(client, tenant)
     stream = await stream_turn(client, tenant, cid, hostile(*calls))
-    assert _names(stream.of("init")[0]["tools"]) == {*DEFAULT_TOOLS, "WebFetch"}
+    assert _names(stream.of("init")[0]["tools"]) == {*DEFAULT_TOOLS, *BUILTIN_TOOLS, "WebFetch"}
     entries = report(stream)
     assert len(entries) == len(targets)
     for entry in entries:

@@ -150,16 +150,7 @@ async def list_presented_files(
 ) -> Page[WorkspaceFileRead]:
     """The files the agent presented to the user. (This path shadows a top-level file
     named `presented`, whose history stays at `files/presented/versions`.)"""
-    rows, total = await service.list_files(
-        session,
-        scope,
-        conversation_id,
-        prefix=None,
-        presented=True,
-        limit=page.limit,
-        offset=page.offset,
-    )
-    return Page(items=[_read(r) for r in rows], total=total)
+    return await list_files(scope, session, conversation_id, page, presented=True)
 
 
 @router.get(

@@ -188,20 +188,32 @@ async def write_file(
             mime_type=mime_type_of(path),
         )
         session.add(file)
-    file.current_version += 1
     file.size, file.sha256, file.deleted = len(data), sha, False
+    return await _new_version(session, file, source=source, run_id=run_id, user_id=user_id)
+
+
+async def _new_version(
+    session: AsyncSession,
+    file: WorkspaceFile,
+    *,
+    source: str,
+    run_id: uuid.UUID | None,
+    user_id: str | None,
+) -> Change:
+    """The file's next version, as the file now is (a tombstone if it is deleted)."""
+    file.current_version += 1
     version = WorkspaceFileVersion(
         file_id=file.file_id,
-        tenant_id=scope.tenant_id,
+        tenant_id=file.tenant_id,
         version=file.current_version,
-        sha256=sha,
-        size=len(data),
+        sha256=file.sha256,
+        size=file.size,
         source=source,
         run_id=run_id,
         user_id=user_id,
     )
     session.add(version)
-    await _bump(session, conversation_id)
+    await _bump(session, file.conversation_id)
     return Change(file, version)
 
 
@@ -219,21 +231,8 @@ async def delete_file(
     file = await _file(session, scope, conversation_id, path, for_update=True)
     if file is None or file.deleted:
         raise NotFoundError("File", path)
-    file.current_version += 1
     file.size, file.sha256, file.deleted, file.presented = 0, None, True, False
-    version = WorkspaceFileVersion(
-        file_id=file.file_id,
-        tenant_id=scope.tenant_id,
-        version=file.current_version,
-        sha256=None,
-        size=0,
-        source=source,
-        run_id=run_id,
-        user_id=user_id,
-    )
-    session.add(version)
-    await _bump(session, conversation_id)
-    return Change(file, version)
+    return await _new_version(session, file, source=source, run_id=run_id, user_id=user_id)
 
 
 async def list_files(

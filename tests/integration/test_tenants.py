@@ -24,6 +24,7 @@ async def test_create_with_defaults(client: httpx.AsyncClient) -> None:
         "bash_enabled": False,
         "web_fetch_enabled": False,
         "web_search_enabled": False,
+        "storage_quota_bytes": 1024**3,
         "tools": None,
     }
 
@@ -42,6 +43,7 @@ async def test_create_with_everything(client: httpx.AsyncClient) -> None:
             "bash_enabled": True,
             "web_fetch_enabled": True,
             "web_search_enabled": False,
+            "storage_quota_bytes": 5_000_000,
             "tools": ["Read", "Grep", "Bash"],
         },
     }

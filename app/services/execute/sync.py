@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.errors import NotFoundError
+from app.errors import NotFoundError, PayloadTooLargeError
 from app.services.scope import TenantScope
 from app.services.storage import ObjectStore
 from app.services.workspace import (
@@ -35,6 +35,8 @@ log = structlog.get_logger(__name__)
 
 # path -> [size, mtime_ns, sha256] as last synced
 Manifest = dict[str, list[Any]]
+# The most files one run may create, change or delete.
+MAX_CHANGED_FILES = 10_000
 
 
 def manifest_file(data_dir: Path, tenant_id: str, conversation_id: str) -> Path:
@@ -164,12 +166,32 @@ def _unchanged(local: Path, entry: list[Any]) -> bool:
 class Scan:
     """What changed in a workspace since its manifest."""
 
-    changed: dict[str, bytes] = field(default_factory=dict)
+    # path -> sha256 of what it holds now (read again, one at a time, when recorded)
+    changed: dict[str, str] = field(default_factory=dict)
     deleted: list[str] = field(default_factory=list)
     seen: Manifest = field(default_factory=dict)
+    # Files over the size cap: never read, and the run's changes are then not recorded.
+    too_large: list[str] = field(default_factory=list)
 
 
-def _scan(workspace: Path, manifest: Manifest) -> Scan:
+def _sha256_of(path: Path) -> str | None:
+    """The sha256 of a regular file reached without following a link, read in chunks."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        digest = hashlib.sha256()
+        while chunk := os.read(fd, 1024 * 1024):
+            digest.update(chunk)
+        return digest.hexdigest()
+    finally:
+        os.close(fd)
+
+
+def _scan(workspace: Path, manifest: Manifest, max_file_bytes: int) -> Scan:
     scan = Scan()
     stack = [workspace]
     while stack:
@@ -195,13 +217,15 @@ def _scan(workspace: Path, manifest: Manifest) -> Scan:
             if known is not None and [st.st_size, st.st_mtime_ns] == known[:2]:
                 scan.seen[relative] = known
                 continue
-            data = _read_regular(Path(entry.path))
-            if data is None:
+            if st.st_size > max_file_bytes:
+                scan.too_large.append(relative)
                 continue
-            sha = hashlib.sha256(data).hexdigest()
+            sha = _sha256_of(Path(entry.path))
+            if sha is None:
+                continue
             scan.seen[relative] = [st.st_size, st.st_mtime_ns, sha]
             if known is None or known[2] != sha:
-                scan.changed[relative] = data
+                scan.changed[relative] = sha
     scan.deleted = [path for path in manifest if path not in scan.seen]
     return scan
 
@@ -234,7 +258,16 @@ async def sync_up(
     """Record what the run changed in the workspace, as versions of the run: all of it or
     (past a size cap or the tenant's quota: PayloadTooLargeError) none of it."""
     manifest = await asyncio.to_thread(_load, manifest_path)
-    scan = await asyncio.to_thread(_scan, workspace, manifest)
+    scan = await asyncio.to_thread(_scan, workspace, manifest, max_file_bytes)
+    if scan.too_large:
+        raise PayloadTooLargeError(
+            f"{scan.too_large[0]} is larger than the limit of {max_file_bytes} bytes",
+            code="FILE_TOO_LARGE",
+        )
+    if len(scan.changed) + len(scan.deleted) > MAX_CHANGED_FILES:
+        raise PayloadTooLargeError(
+            f"The run changed more than {MAX_CHANGED_FILES} files", code="TOO_MANY_FILES"
+        )
     changes = Changes()
     if not scan.changed and not scan.deleted:
         await asyncio.to_thread(_save, manifest_path, scan.seen)
@@ -244,7 +277,11 @@ async def sync_up(
     async with sessionmaker() as session, session.begin():
         limits = await tenant_limits(session, tenant_id, max_file_bytes)
         before = await files_version(session, conversation_id)
-        for path, data in sorted(scan.changed.items()):
+        for path in sorted(scan.changed):
+            data = await asyncio.to_thread(_read_regular, workspace / path)
+            if data is None:
+                continue  # gone since the scan
+            scan.seen[path][2] = hashlib.sha256(data).hexdigest()
             change = await write_file(
                 session,
                 store,

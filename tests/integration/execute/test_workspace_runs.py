@@ -23,7 +23,7 @@ from tests.conftest import (
     reset_database,
     s3_storage,
 )
-from tests.integration.execute.streams import new_conversation, stream_turn
+from tests.integration.execute.streams import new_conversation, running_service, stream_turn
 from tests.integration.live_server import serve_in_loop
 
 
@@ -243,3 +243,21 @@ async def test_links_the_agent_plants_are_never_followed(
     await stream_turn(client, tenant, cid, "hello")
     assert not (outside / "new.txt").exists()
     assert (outside / "secret.txt").read_text() == "host secret"
+
+
+async def test_a_file_over_the_cap_is_never_read(database_url: URL, tmp_path: Path) -> None:
+    """A hostile agent writes a file larger than the cap: the service does not read it
+    (no memory spent on it), and the run's changes are not recorded."""
+    async with running_service(database_url, tmp_path, max_file_bytes=1000) as (_, client):
+        tenant = await create_tenant(client, "acme", settings={"bash_enabled": True})
+        cid = await new_conversation(client, tenant)
+        stream = await stream_turn(
+            client,
+            tenant,
+            cid,
+            hostile(["Bash", {"command": "head -c 5000 /dev/zero > big.bin; echo ok > ok.txt"}]),
+        )
+        (error,) = stream.of("error")
+        assert error["error_type"] == "file_too_large" and "big.bin" in error["message"]
+        listed = await client.get(tenant.url(f"/conversations/{cid}/files"), headers=tenant.headers)
+        assert listed.json()["items"] == []

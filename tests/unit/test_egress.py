@@ -43,11 +43,11 @@ async def bridge(tmp_path: Path, upstream: tuple[int, list[bytes]]) -> AsyncIter
 
 async def _send(bridge: EgressBridge, request: bytes) -> bytes:
     reader, writer = await asyncio.open_unix_connection(str(bridge.socket_path))
-    writer.write(request)
-    await writer.drain()
     try:
+        writer.write(request)
+        await writer.drain()
         return await asyncio.wait_for(reader.read(), 10)
-    except ConnectionResetError:
+    except (ConnectionResetError, BrokenPipeError):  # refused before or as it was sent
         return b""
     finally:
         writer.close()

@@ -300,7 +300,7 @@ async def test_nothing_runs_between_runs(
 
     try:
         answer = await asyncio.to_thread(knock)
-    except ConnectionResetError:
+    except (ConnectionResetError, BrokenPipeError):  # closed before or as it sent
         answer = b""
     assert answer == b""  # refused: no run is open
     for _ in range(50):

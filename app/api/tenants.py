@@ -13,6 +13,8 @@ from app.schemas.tenants import TenantCreate, TenantId, TenantRead, TenantStatus
 from app.services import tenants as service
 from app.services import workspace
 from app.services.execute.executor import TENANT_DELETED, RunExecutor
+from app.services.execute.spec import tenant_workspaces
+from app.services.execute.sync import tenant_manifests
 
 router = APIRouter(prefix="/api/tenants", tags=["tenants"])
 
@@ -76,15 +78,12 @@ async def delete_tenant(
     await service.delete_tenant(session, tenant_id)
     await session.commit()
     await executor.end_work_of(tenant_id, None, TENANT_DELETED)
-    data_dir = request.app.state.settings.data_dir.resolve()
+    data_dir = request.app.state.settings.data_dir
     request.app.state.background.spawn(
         workspace.remove_stored(
             request.app.state.store,
             prefix=f"{tenant_id}/",
-            local=[
-                data_dir / "workspaces" / tenant_id,
-                data_dir / "workspace-manifests" / tenant_id,
-            ],
+            local=[tenant_workspaces(data_dir, tenant_id), tenant_manifests(data_dir, tenant_id)],
         ),
         name=f"delete-files-{tenant_id}",
     )

@@ -28,6 +28,7 @@ from app.models import WorkspaceFile
 from app.schemas.common import Page
 from app.schemas.workspace import WorkspaceFileRead, WorkspaceFileVersionRead
 from app.services import workspace as service
+from app.services.conversations import get_conversation
 from app.services.storage import ObjectStore
 from app.utils.paths import BadPathError, workspace_path
 
@@ -123,7 +124,7 @@ async def upload_files(
     relatives = [_path(name) for name in names]
     if len(set(relatives)) != len(relatives):
         raise UnprocessableError("Each file needs a path of its own")
-    await service.conversation_of(session, scope, conversation_id)
+    await get_conversation(session, scope, conversation_id)
     limits = await service.tenant_limits(
         session, scope.tenant_id, request.app.state.settings.max_file_bytes
     )
@@ -193,7 +194,7 @@ async def upload_file(
     """The raw request body becomes the file's next version (source `user_upload`); an
     unchanged content makes no new version."""
     relative = _path(path)
-    await service.conversation_of(session, scope, conversation_id)
+    await get_conversation(session, scope, conversation_id)
     limits = await service.tenant_limits(
         session, scope.tenant_id, request.app.state.settings.max_file_bytes
     )
@@ -288,6 +289,6 @@ async def delete_file(
 ) -> Response:
     """A tombstone version (`user_deleted`): the file leaves the workspace, its history
     stays."""
-    await service.conversation_of(session, scope, conversation_id)
+    await get_conversation(session, scope, conversation_id)
     await service.delete_file(session, scope, conversation_id, _path(path), user_id=user_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.errors import ConflictError, NotFoundError, PayloadTooLargeError
 from app.models import Conversation, Tenant, WorkspaceFile, WorkspaceFileVersion
 from app.schemas.tenants import TenantSettings
+from app.services.conversations import get_conversation
 from app.services.integrity import flush_mapping_violations
 from app.services.pagination import paginate
 from app.services.scope import TenantScope
@@ -119,18 +120,6 @@ class Change:
 
     file: WorkspaceFile
     version: WorkspaceFileVersion | None
-
-
-async def conversation_of(
-    session: AsyncSession, scope: TenantScope, conversation_id: uuid.UUID
-) -> Conversation:
-    return await scope.get(
-        session,
-        Conversation,
-        Conversation.conversation_id,
-        conversation_id,
-        resource="Conversation",
-    )
 
 
 async def _file(
@@ -245,7 +234,7 @@ async def list_files(
     limit: int,
     offset: int,
 ) -> tuple[list[WorkspaceFile], int]:
-    await conversation_of(session, scope, conversation_id)
+    await get_conversation(session, scope, conversation_id)
     query = scope.select(WorkspaceFile).where(
         WorkspaceFile.conversation_id == conversation_id, WorkspaceFile.deleted.is_(False)
     )
@@ -276,7 +265,7 @@ async def file_version(
 ) -> tuple[WorkspaceFile, WorkspaceFileVersion]:
     """The file and its current version (or version `version`); 404 for a deleted file's
     current state or a version it never had."""
-    await conversation_of(session, scope, conversation_id)
+    await get_conversation(session, scope, conversation_id)
     file = await _file(session, scope, conversation_id, path)
     if file is None or (version is None and file.deleted):
         raise NotFoundError("File", path)
@@ -301,7 +290,7 @@ async def versions(
     limit: int,
     offset: int,
 ) -> tuple[list[WorkspaceFileVersion], int]:
-    await conversation_of(session, scope, conversation_id)
+    await get_conversation(session, scope, conversation_id)
     file = await _file(session, scope, conversation_id, path)
     if file is None:
         raise NotFoundError("File", path)

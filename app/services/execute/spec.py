@@ -21,8 +21,12 @@ def bundled_cli() -> Path:
     return Path(claude_agent_sdk.__file__).parent / "_bundled" / "claude"
 
 
+def tenant_workspaces(data_dir: Path, tenant_id: str) -> Path:
+    return data_dir.resolve() / "workspaces" / tenant_id
+
+
 def workspace_dir(data_dir: Path, tenant_id: str, conversation_id: str) -> Path:
-    return data_dir.resolve() / "workspaces" / tenant_id / conversation_id
+    return tenant_workspaces(data_dir, tenant_id) / conversation_id
 
 
 @dataclass(frozen=True)

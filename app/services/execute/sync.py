@@ -11,6 +11,8 @@ import json
 import os
 import stat
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,39 +41,67 @@ Manifest = dict[str, list[Any]]
 MAX_CHANGED_FILES = 10_000
 
 
+def tenant_manifests(data_dir: Path, tenant_id: str) -> Path:
+    """Where this node keeps what it last synced of a tenant's workspaces: outside them,
+    where no agent can touch it."""
+    return data_dir.resolve() / "workspace-manifests" / tenant_id
+
+
 def manifest_file(data_dir: Path, tenant_id: str, conversation_id: str) -> Path:
-    """Kept outside the workspace, where the agent cannot touch it."""
-    return data_dir.resolve() / "workspace-manifests" / tenant_id / f"{conversation_id}.json"
+    return tenant_manifests(data_dir, tenant_id) / f"{conversation_id}.json"
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _load(path: Path) -> Manifest:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
+    data = _read_json(path)
     return data if isinstance(data, dict) else {}
 
 
-def _save(path: Path, manifest: Any) -> None:
+def _save(path: Path, value: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(manifest))
+    temporary = path.with_name(f"{path.name}.tmp")
+    temporary.write_text(json.dumps(value))
     os.replace(temporary, path)
 
 
-def _read_regular(path: Path) -> bytes | None:
-    """The file's bytes if it is a regular file reached without following a link."""
+@contextmanager
+def _regular_file(path: Path) -> Iterator[int | None]:
+    """A descriptor of the file if it is a regular file reached without following a
+    link, else None."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
-        return None
+        yield None
+        return
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        yield fd if stat.S_ISREG(os.fstat(fd).st_mode) else None
+    finally:
+        os.close(fd)
+
+
+def _read_regular(path: Path) -> bytes | None:
+    with _regular_file(path) as fd:
+        if fd is None:
             return None
         with os.fdopen(fd, "rb", closefd=False) as handle:
             return handle.read()
-    finally:
-        os.close(fd)
+
+
+def _sha256_of(path: Path) -> str | None:
+    """The sha256 of the file (see `_regular_file`), read in chunks."""
+    with _regular_file(path) as fd:
+        if fd is None:
+            return None
+        digest = hashlib.sha256()
+        while chunk := os.read(fd, 1024 * 1024):
+            digest.update(chunk)
+        return digest.hexdigest()
 
 
 def _inside_real_dirs(workspace: Path, relative: str) -> bool:
@@ -106,13 +136,6 @@ def _state_file(manifest_path: Path) -> Path:
     return manifest_path.with_suffix(".state")
 
 
-def _read_state(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 async def sync_down(
     sessionmaker: async_sessionmaker[AsyncSession],
     store: ObjectStore,
@@ -124,7 +147,7 @@ async def sync_down(
 ) -> None:
     """`state` is the conversation's files_version as the run began."""
     state_path = _state_file(manifest_path)
-    if await asyncio.to_thread(_read_state, state_path) == state:
+    if await asyncio.to_thread(_read_json, state_path) == state:
         return  # this node synced the files as they are now: nothing to fetch
     async with sessionmaker() as session:
         files = await current_files(session, tenant_id, conversation_id)
@@ -172,23 +195,6 @@ class Scan:
     seen: Manifest = field(default_factory=dict)
     # Files over the size cap: never read, and the run's changes are then not recorded.
     too_large: list[str] = field(default_factory=list)
-
-
-def _sha256_of(path: Path) -> str | None:
-    """The sha256 of a regular file reached without following a link, read in chunks."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        digest = hashlib.sha256()
-        while chunk := os.read(fd, 1024 * 1024):
-            digest.update(chunk)
-        return digest.hexdigest()
-    finally:
-        os.close(fd)
 
 
 def _scan(workspace: Path, manifest: Manifest, max_file_bytes: int) -> Scan:
@@ -295,11 +301,8 @@ async def sync_up(
                 user_id=user_id,
             )
             if change.version is not None:
-                kind = (
-                    changes.created
-                    if change.version.source == "agent_created"
-                    else (changes.modified)
-                )
+                created = change.version.source == "agent_created"
+                kind = changes.created if created else changes.modified
                 kind.append({"path": path, "version": change.version.version})
         for path in sorted(scan.deleted):
             try:
@@ -320,7 +323,7 @@ async def sync_up(
     await asyncio.to_thread(_save, manifest_path, scan.seen)
     # If nothing else changed the files since this node synced them, what it has now is
     # their state: the next run here need fetch nothing. Else the next run checks each.
-    if await asyncio.to_thread(_read_state, state_path) == before:
+    if await asyncio.to_thread(_read_json, state_path) == before:
         await asyncio.to_thread(_save, state_path, after)
     else:
         await asyncio.to_thread(state_path.unlink, missing_ok=True)

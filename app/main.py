@@ -121,7 +121,7 @@ async def _agent_runtime(
         if bwrap is None:
             refusal = "bubblewrap (bwrap) is not installed"
         else:
-            jail = Jail.create(bwrap, bundled_cli(), runtime_dir, allow_hosts)
+            jail = Jail.create(bwrap, bundled_cli(), runtime_dir)
             refusal = await jail.probe()
             if refusal is not None:
                 jail = None

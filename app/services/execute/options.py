@@ -30,6 +30,7 @@ async def open_agent(
             Endpoint.from_url(runtime.provider.url),
             web_access=web_access,
             credentials=credentials,
+            allow_hosts=runtime.allow_hosts,
         )
     else:
         process = AgentProcess(Path(tempfile.mkdtemp(dir=runtime.runtime_dir)))

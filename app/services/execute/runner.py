@@ -256,7 +256,6 @@ async def _drive(
             events.emit("title", {"title": begun.title})
         recorder = RunRecorder(ctx.sessionmaker, run, begun.next_seq)
         workspace, manifest = _workspace(ctx, run)
-        workspace.mkdir(parents=True, exist_ok=True)
         await sync_down(
             ctx.sessionmaker,
             ctx.store,

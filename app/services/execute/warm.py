@@ -138,7 +138,6 @@ class WarmSessions:
         ):
             self.close(session)
             return
-        session.close_gate()
         loop = asyncio.get_running_loop()
         timer = loop.call_later(self.idle_seconds, self._expire, conversation_id, session)
         self._idle[conversation_id] = (session, timer)
@@ -181,11 +180,8 @@ class WarmSessions:
     def _breach(self, conversation_id: str, session: WarmSession, reason: str | None) -> None:
         """End an idle session that did something between runs (or whose process ended:
         reason None)."""
-        entry = self._idle.get(conversation_id)
-        if entry is None or entry[0] is not session:
+        if not self._drop(conversation_id, session):
             return
-        del self._idle[conversation_id]
-        entry[1].cancel()
         if reason is None:
             log.info("warm_session_exited", conversation_id=conversation_id)
         else:
@@ -195,13 +191,19 @@ class WarmSessions:
                 tenant_id=session.spec.tenant_id,
                 reason=reason,
             )
-        self.close(session)
 
     def _expire(self, conversation_id: str, session: WarmSession) -> None:
+        self._drop(conversation_id, session)
+
+    def _drop(self, conversation_id: str, session: WarmSession) -> bool:
+        """Close the conversation's idle session if it is still `session`."""
         entry = self._idle.get(conversation_id)
-        if entry is not None and entry[0] is session:
-            del self._idle[conversation_id]
-            self.close(session)
+        if entry is None or entry[0] is not session:
+            return False
+        del self._idle[conversation_id]
+        entry[1].cancel()
+        self.close(session)
+        return True
 
     def close(self, session: WarmSession, *, interrupt: bool = False) -> asyncio.Task[None]:
         """End the session's process in a task of its own, which shutdown waits for."""

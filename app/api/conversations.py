@@ -20,8 +20,7 @@ from app.schemas.conversations import (
 from app.services import conversations as service
 from app.services import workspace
 from app.services.execute.executor import CONVERSATION_DELETED, RunExecutor
-from app.services.execute.spec import workspace_dir
-from app.services.execute.sync import manifest_file
+from app.services.execute.sync import cached_copy
 
 router = APIRouter(prefix="/api/tenants/{tenant_id}/conversations", tags=["conversations"])
 
@@ -121,10 +120,7 @@ async def delete_conversation(
         workspace.remove_stored(
             request.app.state.store,
             prefix=workspace.conversation_prefix(scope.tenant_id, conversation_id),
-            local=[
-                workspace_dir(data_dir, scope.tenant_id, cid),
-                manifest_file(data_dir, scope.tenant_id, cid),
-            ],
+            local=cached_copy(data_dir, scope.tenant_id, cid),
         ),
         name=f"delete-files-{cid}",
     )

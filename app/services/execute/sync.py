@@ -21,6 +21,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.errors import NotFoundError, PayloadTooLargeError
+from app.services.execute.spec import workspace_dir
 from app.services.scope import TenantScope
 from app.services.storage import ObjectStore
 from app.services.workspace import (
@@ -134,6 +135,13 @@ def _write(workspace: Path, relative: str, data: bytes) -> list[Any] | None:
 
 def _state_file(manifest_path: Path) -> Path:
     return manifest_path.with_suffix(".state")
+
+
+def cached_copy(data_dir: Path, tenant_id: str, conversation_id: str) -> list[Path]:
+    """Everything this node keeps of a conversation's workspace: the files, and what it
+    last synced of them (manifest and state)."""
+    manifest = manifest_file(data_dir, tenant_id, conversation_id)
+    return [workspace_dir(data_dir, tenant_id, conversation_id), manifest, _state_file(manifest)]
 
 
 async def sync_down(

@@ -4,6 +4,7 @@ said in `files_changed` before `done`."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -15,6 +16,7 @@ from sqlalchemy import URL
 
 from app.main import create_app
 from app.services.execute.spec import workspace_dir
+from app.services.execute.sync import cached_copy
 from tests.conftest import (
     ADMIN,
     TenantFixture,
@@ -261,3 +263,18 @@ async def test_a_file_over_the_cap_is_never_read(database_url: URL, tmp_path: Pa
         assert error["error_type"] == "file_too_large" and "big.bin" in error["message"]
         listed = await client.get(tenant.url(f"/conversations/{cid}/files"), headers=tenant.headers)
         assert listed.json()["items"] == []
+
+
+async def test_deleting_a_conversation_removes_its_cached_copy(
+    client: httpx.AsyncClient, app: FastAPI, tenant: TenantFixture
+) -> None:
+    cid = await new_conversation(client, tenant)
+    await stream_turn(client, tenant, cid, "Take notes scenario:tool")
+    cached = cached_copy(app.state.settings.data_dir, tenant.tenant_id, cid)
+    assert all(path.exists() for path in cached)  # the files, the manifest, the state
+    await client.delete(tenant.url(f"/conversations/{cid}"), headers=tenant.headers)
+    for _ in range(100):
+        if not any(path.exists() for path in cached):
+            break
+        await asyncio.sleep(0.05)
+    assert not any(path.exists() for path in cached)

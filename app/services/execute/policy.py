@@ -33,15 +33,18 @@ _CLI_FOLDER = ".claude"
 MAX_URL_CHARS = 2048
 
 
-def inside(workspace: Path, candidate: str, folder: Path | None = None) -> bool:
-    """Whether `candidate` (absolute, or relative to the workspace) resolves inside the
-    workspace (or inside `folder`); symlinks are followed, so a link cannot lead out."""
+def resolved_inside(workspace: Path, candidate: str) -> Path | None:
+    """Where `candidate` (absolute, or relative to the workspace) leads, if that is inside
+    the workspace; symlinks are followed, so a link cannot lead out."""
     if "\x00" in candidate:
-        return False
+        return None
     path = Path(candidate)
     resolved = (path if path.is_absolute() else workspace / path).resolve()
-    folder = folder or workspace
-    return resolved == folder or folder in resolved.parents
+    return resolved if _within(resolved, workspace) else None
+
+
+def _within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
 
 
 @dataclass(frozen=True)
@@ -60,13 +63,15 @@ class ToolPolicy:
             value = tool_input.get(key)
             if value is None or value == "":
                 continue
-            if not isinstance(value, str) or not inside(root, value):
+            resolved = resolved_inside(root, value) if isinstance(value, str) else None
+            if resolved is None:
                 return f"{tool_name} may only touch files inside the conversation workspace."
-            if inside(root, value, root / _CLI_FOLDER):
+            if _within(resolved, root / _CLI_FOLDER):
                 return f"{tool_name} may not touch the workspace's {_CLI_FOLDER} folder."
         pattern = tool_input.get("pattern")
         if tool_name == "Glob" and isinstance(pattern, str):
-            if pattern.startswith(("/", "~")) and not inside(root, pattern.split("*", 1)[0]):
+            base = pattern.split("*", 1)[0]
+            if pattern.startswith(("/", "~")) and resolved_inside(root, base) is None:
                 return "Glob may only search inside the conversation workspace."
             if ".." in Path(pattern).parts:
                 return "Glob may only search inside the conversation workspace."

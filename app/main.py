@@ -18,12 +18,15 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app import db
 from app.api import api_keys, conversations, execute, health, models, tenants, workspace
+from app.api.openapi import document_schemas
 from app.config import ModelProvider, Settings
 from app.errors import install_error_handlers
 from app.log_config import configure_logging
 from app.middleware import RequestContextMiddleware
 from app.request_limits import RequestLimitsMiddleware
+from app.schemas.runs import StreamRequest, StreamUpload
 from app.services import runs
+from app.services.execute.cache import WorkspaceCache
 from app.services.execute.executor import RunExecutor
 from app.services.execute.jail import Jail, find_bwrap, install_launcher
 from app.services.execute.offline_model import OfflineModelServer
@@ -33,6 +36,7 @@ from app.services.execute.session_store import PostgresSessionStore
 from app.services.execute.spec import AgentRuntime, bundled_cli
 from app.services.execute.warm import WarmSessions
 from app.services.storage import create_store
+from app.services.workspace import FileCaps
 from app.utils.background import Background
 
 log = structlog.get_logger(__name__)
@@ -67,7 +71,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings, offline_model.url if offline_model else None, dict(os.environ)
     )
     app.state.store = create_store(settings.storage, settings.data_dir)
+    app.state.file_caps = FileCaps(settings.max_file_bytes, settings.max_file_bytes_by_type)
     app.state.background = Background()
+    cache = WorkspaceCache(settings.data_dir, settings.workspace_cache_bytes)
+    await cache.load()
     runtime_dir = Path(tempfile.mkdtemp(prefix="cmab-agents-"))
     agent = await _agent_runtime(settings, provider, app.state.sessionmaker, runtime_dir)
     app.state.agent_sandbox = (
@@ -79,7 +86,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             agent=agent,
             warm=WarmSessions(settings.max_warm_sessions, settings.session_idle_seconds),
             store=app.state.store,
-            max_file_bytes=settings.max_file_bytes,
+            file_caps=app.state.file_caps,
+            cache=cache,
             run_timeout=settings.run_timeout,
         ),
         max_running=settings.max_concurrent_runs,
@@ -167,6 +175,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContextMiddleware)
     for module in (health, tenants, api_keys, models, conversations, execute, workspace):
         app.include_router(module.router)
+    document_schemas(app, StreamRequest, StreamUpload)
     return app
 
 

@@ -27,6 +27,7 @@ from app.config import StorageSettings
 from app.services.execute.offline_model import OfflineModelServer
 from app.services.execute.sync import sync_down, sync_up
 from app.services.storage import ObjectStore, create_store
+from app.services.workspace import FileCaps
 from bench.common import fresh_database, server_url
 from bench.runs import bench_tenant, new_conversation, service_turn, start_service
 
@@ -88,7 +89,7 @@ async def bench_sync(url: str, scratch: Path) -> None:
             manifest,
             run_id=run,  # type: ignore[arg-type]
             user_id=None,
-            max_file_bytes=MAX_FILE,
+            caps=FileCaps(MAX_FILE),
         )
         return time.perf_counter() - started
 

@@ -6,17 +6,25 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
+from pydantic import ValidationError
+from starlette.datastructures import FormData
+from starlette.datastructures import UploadFile as StarletteUploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.deps import CurrentScope, DbSession, HeaderUserId, get_settings
+from app.api.openapi import schema_ref
+from app.api.workspace import MAX_UPLOAD_FILES, save_uploads
 from app.errors import UnprocessableError, error_responses
 from app.models import RunEvent
-from app.schemas.runs import RunRead, StreamRequest, run_read
+from app.schemas.runs import RunRead, StreamRequest, StreamUpload, run_read
 from app.services import runs as service
 from app.services.execute.events import RunEventLog
 from app.services.execute.executor import RunExecutor
@@ -69,10 +77,73 @@ async def sse_events(events: RunEventLog, after: int = 0) -> AsyncIterator[bytes
         yield _sse(last["event"], last["json"], last["seq"])
 
 
+@dataclass(frozen=True)
+class StreamBody:
+    request: StreamRequest
+    files: list[StarletteUploadFile]
+    paths: list[str] | None
+
+
+def _invalid(exc: ValidationError, *loc: str) -> RequestValidationError:
+    errors = exc.errors(include_url=False)
+    return RequestValidationError([{**e, "loc": (*loc, *e["loc"])} for e in errors])
+
+
+async def _stream_body(request: Request) -> AsyncIterator[StreamBody]:
+    """The stream request: JSON, or multipart/form-data (`request`: the JSON, `files`,
+    `paths`), whose spooled files are closed when the route is done with them."""
+    content_type = request.headers.get("content-type", "")
+    if not content_type.lower().startswith("multipart/form-data"):
+        try:
+            yield StreamBody(StreamRequest.model_validate_json(await request.body()), [], None)
+        except ValidationError as exc:
+            raise _invalid(exc, "body") from exc
+        return
+    try:
+        form = await request.form(
+            max_files=MAX_UPLOAD_FILES,
+            max_fields=MAX_UPLOAD_FILES + 1,
+            max_part_size=get_settings(request).max_request_body_bytes,
+        )
+    except StarletteHTTPException as exc:
+        if exc.status_code != 400:
+            raise
+        raise UnprocessableError(f"The multipart body cannot be read: {exc.detail}") from exc
+    try:
+        yield _form_body(form)
+    finally:
+        await form.close()
+
+
+def _form_body(form: FormData) -> StreamBody:
+    raw = form.get("request")
+    if not isinstance(raw, str):
+        raise UnprocessableError("The multipart body needs a `request` field: the JSON request")
+    try:
+        body = StreamRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        raise _invalid(exc, "body", "request") from exc
+    files, paths = form.getlist("files"), form.getlist("paths")
+    uploads = [f for f in files if isinstance(f, StarletteUploadFile)]
+    names = [p for p in paths if isinstance(p, str)]
+    if len(uploads) != len(files) or len(names) != len(paths):
+        raise UnprocessableError("`files` must be files and `paths` text")
+    return StreamBody(body, uploads, names or None)
+
+
 @router.post(
     "/conversations/{conversation_id}/stream",
     response_class=StreamingResponse,
-    responses={**_STREAM_DOC, **error_responses(401, 403, 404, 409, 422, 429, 503)},
+    responses={**_STREAM_DOC, **error_responses(401, 403, 404, 409, 413, 422, 429, 503)},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": schema_ref(StreamRequest)},
+                "multipart/form-data": {"schema": schema_ref(StreamUpload)},
+            },
+        }
+    },
 )
 async def stream(
     request: Request,
@@ -80,17 +151,22 @@ async def stream(
     session: DbSession,
     user_id: HeaderUserId,
     conversation_id: Annotated[uuid.UUID, Path()],
-    body: StreamRequest,
+    body: Annotated[StreamBody, Depends(_stream_body, scope="function")],
 ) -> StreamingResponse:
     """Run the agent on the user's input and stream what it does. The run belongs to the
-    service, not to this connection: a client that goes away does not stop it."""
+    service, not to this connection: a client that goes away does not stop it. Sent as
+    multipart, the request's files are put into the workspace before the run starts."""
     executor: RunExecutor = request.app.state.executor
     tenant_limit = await service.tenant_run_limit(session, scope)
+    if body.files:
+        await save_uploads(
+            request, session, scope, conversation_id, body.files, body.paths, user_id
+        )
     run = await service.queue_run(
         session,
         scope,
         conversation_id,
-        body,
+        body.request,
         user_id,
         max_input_chars=get_settings(request).max_user_input_chars,
     )

@@ -4,10 +4,11 @@ ranges), history, delete."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Annotated
 from urllib.parse import quote
 
+import starlette.datastructures
 from fastapi import (
     APIRouter,
     File,
@@ -21,6 +22,7 @@ from fastapi import (
     status,
 )
 from fastapi.responses import StreamingResponse
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.deps import CurrentScope, DbSession, HeaderUserId, Pagination
 from app.errors import AppError, UnprocessableError, error_responses
@@ -29,6 +31,7 @@ from app.schemas.common import Page
 from app.schemas.workspace import WorkspaceFileRead, WorkspaceFileVersionRead
 from app.services import workspace as service
 from app.services.conversations import get_conversation
+from app.services.scope import TenantScope
 from app.services.storage import ObjectStore
 from app.utils.paths import BadPathError, workspace_path
 
@@ -116,6 +119,21 @@ async def upload_files(
     ] = None,
 ) -> list[WorkspaceFileRead]:
     """Several files at once (multipart), each a `user_upload` version; all or none."""
+    return await save_uploads(request, session, scope, conversation_id, files, paths, user_id)
+
+
+async def save_uploads(
+    request: Request,
+    session: AsyncSession,
+    scope: TenantScope,
+    conversation_id: uuid.UUID,
+    files: Sequence[starlette.datastructures.UploadFile],
+    paths: list[str] | None,
+    user_id: str | None,
+) -> list[WorkspaceFileRead]:
+    """Uploaded files (named by `paths`, else by their own names) as `user_upload`
+    versions, in the caller's transaction: 422 for a bad path, 413 past a cap or the
+    quota, 404 for another tenant's conversation."""
     if len(files) > MAX_UPLOAD_FILES:
         raise UnprocessableError(f"At most {MAX_UPLOAD_FILES} files at once")
     if paths is not None and len(paths) != len(files):
@@ -125,9 +143,7 @@ async def upload_files(
     if len(set(relatives)) != len(relatives):
         raise UnprocessableError("Each file needs a path of its own")
     await get_conversation(session, scope, conversation_id)
-    limits = await service.tenant_limits(
-        session, scope.tenant_id, request.app.state.settings.max_file_bytes
-    )
+    limits = await service.tenant_limits(session, scope.tenant_id, request.app.state.file_caps)
     written = []
     for upload, relative in zip(files, relatives, strict=True):
         change = await service.write_file(
@@ -195,9 +211,7 @@ async def upload_file(
     unchanged content makes no new version."""
     relative = _path(path)
     await get_conversation(session, scope, conversation_id)
-    limits = await service.tenant_limits(
-        session, scope.tenant_id, request.app.state.settings.max_file_bytes
-    )
+    limits = await service.tenant_limits(session, scope.tenant_id, request.app.state.file_caps)
     data = await request.body()
     change = await service.write_file(
         session,

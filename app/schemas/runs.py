@@ -41,6 +41,22 @@ class StreamRequest(Schema):
     )
 
 
+class StreamUpload(Schema):
+    """The stream request as `multipart/form-data`, with files put into the conversation's
+    workspace (as `user_upload` versions) before the run starts: all of them, and the run,
+    or nothing."""
+
+    request: str = Field(
+        description="The stream request (StreamRequest) as JSON",
+        json_schema_extra={"contentMediaType": "application/json"},
+    )
+    files: list[bytes] = Field(default_factory=list, description="Files for the workspace")
+    paths: list[str] = Field(
+        default_factory=list,
+        description="A path for each file, in order; else each file's own name",
+    )
+
+
 class Usage(ReadSchema):
     input_tokens: int
     output_tokens: int

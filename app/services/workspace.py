@@ -8,8 +8,8 @@ import hashlib
 import mimetypes
 import shutil
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
@@ -76,30 +76,54 @@ def mime_type_of(path: str) -> str:
 
 
 @dataclass(frozen=True)
+class FileCaps:
+    """How big one file may be: by its MIME type (guessed from its path; an exact type
+    first, then `type/*`), else the default."""
+
+    default: int
+    by_type: Mapping[str, int] = field(default_factory=dict)
+
+    def for_path(self, path: str) -> int:
+        mime = mime_type_of(path).lower()
+        cap = self.by_type.get(mime, self.by_type.get(f"{mime.partition('/')[0]}/*"))
+        return self.default if cap is None else cap
+
+    def check(self, path: str, size: int) -> None:
+        """413 FILE_TOO_LARGE if a file of `size` bytes at `path` is over its cap."""
+        cap = self.for_path(path)
+        if size > cap:
+            raise PayloadTooLargeError(
+                f"{path} ({mime_type_of(path)}) is larger than its limit of {cap} bytes",
+                code="FILE_TOO_LARGE",
+            )
+
+
+@dataclass(frozen=True)
 class FileLimits:
     """How big one file may be, and all the tenant's current files together (None: no
     limit)."""
 
-    max_file_bytes: int
+    caps: FileCaps
     quota_bytes: int | None
 
 
-async def tenant_limits(session: AsyncSession, tenant_id: str, max_file_bytes: int) -> FileLimits:
+async def tenant_limits(session: AsyncSession, tenant_id: str, caps: FileCaps) -> FileLimits:
     tenant = await session.get(Tenant, tenant_id)
     if tenant is None:
         raise NotFoundError("Tenant", tenant_id)
     quota = TenantSettings.model_validate(tenant.settings).storage_quota_bytes
-    return FileLimits(max_file_bytes, quota)
+    return FileLimits(caps, quota)
 
 
 async def _check_limits(
-    session: AsyncSession, scope: TenantScope, limits: FileLimits, size: int, replaced: int
+    session: AsyncSession,
+    scope: TenantScope,
+    limits: FileLimits,
+    path: str,
+    size: int,
+    replaced: int,
 ) -> None:
-    if size > limits.max_file_bytes:
-        raise PayloadTooLargeError(
-            f"The file is larger than the limit of {limits.max_file_bytes} bytes",
-            code="FILE_TOO_LARGE",
-        )
+    limits.caps.check(path, size)
     if limits.quota_bytes is None:
         return
     used = await session.scalar(
@@ -160,7 +184,7 @@ async def write_file(
     if file is not None and not file.deleted and file.sha256 == sha:
         return Change(file, None)
     replaced = file.size if file is not None and not file.deleted else 0
-    await _check_limits(session, scope, limits, len(data), replaced)
+    await _check_limits(session, scope, limits, path, len(data), replaced)
     key = blob_key(scope.tenant_id, conversation_id, sha)
     if await store.head(key) is None:
         await store.put(key, data)

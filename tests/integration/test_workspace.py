@@ -16,6 +16,7 @@ from sqlalchemy import URL
 
 from app.config import StorageSettings
 from app.main import create_app
+from app.services.workspace import FileCaps
 from tests.conftest import (
     ADMIN,
     TenantFixture,
@@ -192,10 +193,18 @@ async def test_file_caps_and_the_tenant_quota(
     listed = (await client.get(files(tenant, cid), headers=tenant.headers)).json()
     assert [f["path"] for f in listed["items"]] == ["a.txt"]  # nothing half-written
 
-    app.state.settings.max_file_bytes = 4
+    # Caps by type: text is held to 4 bytes here, other files to the default of 8.
+    app.state.file_caps = FileCaps(8, {"text/*": 4})
     await client.put(tenant.url(), json={"settings": {"storage_quota_bytes": None}}, headers=ADMIN)
     big = await client.put(files(tenant, cid, "c.txt"), content=b"12345", headers=tenant.headers)
     assert_error(big, 413, "FILE_TOO_LARGE")
+    assert "text/plain" in big.json()["error"]["message"]
+    other = await client.put(files(tenant, cid, "c.bin"), content=b"12345", headers=tenant.headers)
+    assert other.status_code == 200
+    bigger = await client.put(
+        files(tenant, cid, "d.bin"), content=b"123456789", headers=tenant.headers
+    )
+    assert_error(bigger, 413, "FILE_TOO_LARGE")
 
 
 async def test_multipart_uploads_are_all_or_nothing(

@@ -11,6 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from app.config import PRODUCTION_DATA_DIR, Settings
+from app.services.workspace import FileCaps
 
 STRONG = "k" * 32
 
@@ -109,3 +110,18 @@ def test_the_service_refuses_to_start_in_production_without_keys(tmp_path: Path)
     )
     assert result.returncode == 2
     assert "Refusing to start" in result.stderr and "ADMIN_API_KEYS" in result.stderr
+
+
+def test_file_caps_by_type_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAX_FILE_BYTES", "100")
+    monkeypatch.setenv("MAX_FILE_BYTES_BY_TYPE", '{"Text/*": 10, "text/csv": 50}')
+    settings = _settings()
+    caps = FileCaps(settings.max_file_bytes, settings.max_file_bytes_by_type)
+    # the exact type before its family, the family before the default
+    assert [caps.for_path(p) for p in ("a.csv", "a.md", "a.bin", "a")] == [50, 10, 100, 100]
+
+
+@pytest.mark.parametrize("pattern", ["text", "*/*", "text/x*", "/plain", "text/"])
+def test_file_caps_refuse_what_is_not_a_type(pattern: str) -> None:
+    with pytest.raises(ValidationError, match="is not a MIME type"):
+        _settings(max_file_bytes_by_type={pattern: 10})

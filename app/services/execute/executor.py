@@ -152,7 +152,9 @@ class RunExecutor:
         """A tenant, or one of its conversations, was deleted: cancel what still runs of it
         (started while the delete waited) and close its warm sessions."""
         await self.cancel_runs_of(tenant_id, conversation_id, reason)
-        self.ctx.warm.discard(tenant_id, str(conversation_id) if conversation_id else None)
+        cid = str(conversation_id) if conversation_id else None
+        self.ctx.warm.discard(tenant_id, cid)
+        self.ctx.cache.forget(tenant_id, cid)
 
     async def shutdown(self, grace_seconds: float) -> None:
         """Take no new runs; let running ones finish for up to `grace_seconds` from when the

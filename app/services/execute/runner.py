@@ -30,6 +30,7 @@ from app.errors import PayloadTooLargeError
 from app.models import CatalogModel, Conversation, Run, Tenant
 from app.schemas.tenants import TenantSettings
 from app.services.conversations import next_message_seq
+from app.services.execute.cache import WorkspaceCache
 from app.services.execute.events import RunEventLog
 from app.services.execute.options import open_agent
 from app.services.execute.record import (
@@ -47,7 +48,7 @@ from app.services.execute.usage import Tokens
 from app.services.execute.warm import WarmSession, WarmSessions
 from app.services.scope import TenantScope
 from app.services.storage import ObjectStore
-from app.services.workspace import mark_presented
+from app.services.workspace import FileCaps, mark_presented
 
 log = structlog.get_logger(__name__)
 
@@ -64,7 +65,8 @@ class ExecutionContext:
     agent: AgentRuntime
     warm: WarmSessions
     store: ObjectStore
-    max_file_bytes: int = 10 * 1024 * 1024
+    file_caps: FileCaps
+    cache: WorkspaceCache
     run_timeout: float = 3600.0
 
 
@@ -105,29 +107,41 @@ async def execute_run(ctx: ExecutionContext, run_id: uuid.UUID, events: RunEvent
         error = ("start_error", "The run could not start", False)
         await end_unstarted(ctx.sessionmaker, run_id, events, error=error)
         return
-    translator = Translator(str(begun.conversation.conversation_id))
+    cid = str(begun.conversation.conversation_id)
+    translator = Translator(cid)
     try:
-        await _drive(ctx, begun, translator, events, state)
-    except asyncio.CancelledError:
-        state.cancelled = True
-        raise
-    except Exception:  # a fault of ours around the agent: the run still ends, and says so
-        log.exception("run_failed", run_id=str(run_id))
-        state.failure = ("agent_error", "The agent stopped unexpectedly", False)
+        with ctx.cache.hold(begun.run.tenant_id, cid):
+            try:
+                await _drive(ctx, begun, translator, events, state)
+            except asyncio.CancelledError:
+                state.cancelled = True
+                raise
+            except Exception:  # a fault of ours around the agent: the run still ends, says so
+                log.exception("run_failed", run_id=str(run_id))
+                state.failure = ("agent_error", "The agent stopped unexpectedly", False)
+            finally:
+                events.finishing = True  # the run is ending: no cancel is sent from here on
+                await asyncio.shield(_record_files(ctx, begun.run, events, state.presented))
+                duration_ms = int((time.monotonic() - started) * 1000)
+                await finish_run(
+                    ctx.sessionmaker,
+                    begun.run,
+                    begun.model,
+                    begun.catalog,
+                    translator,
+                    events,
+                    state,
+                    duration_ms,
+                )
     finally:
-        events.finishing = True  # the run is ending: no cancel is sent from here on
-        await asyncio.shield(_record_files(ctx, begun.run, events, state.presented))
-        duration_ms = int((time.monotonic() - started) * 1000)
-        await finish_run(
-            ctx.sessionmaker,
-            begun.run,
-            begun.model,
-            begun.catalog,
-            translator,
-            events,
-            state,
-            duration_ms,
-        )
+        await asyncio.shield(_settle_cache(ctx, begun.run.tenant_id, cid))
+
+
+async def _settle_cache(ctx: ExecutionContext, tenant_id: str, conversation_id: str) -> None:
+    try:
+        await ctx.cache.settle(tenant_id, conversation_id, in_use=ctx.warm.holds)
+    except Exception:
+        log.exception("workspace_cache_settle_failed", conversation_id=conversation_id)
 
 
 def _workspace(ctx: ExecutionContext, run: Run) -> tuple[Path, Path]:
@@ -153,7 +167,7 @@ async def _record_files(
             manifest,
             run_id=run.run_id,
             user_id=run.user_id,
-            max_file_bytes=ctx.max_file_bytes,
+            caps=ctx.file_caps,
         )
     except PayloadTooLargeError as exc:
         # Nothing of the run's changes is recorded: say why; the files stay on this node.

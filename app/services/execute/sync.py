@@ -25,6 +25,7 @@ from app.services.execute.spec import workspace_dir
 from app.services.scope import TenantScope
 from app.services.storage import ObjectStore
 from app.services.workspace import (
+    FileCaps,
     blob_key,
     current_files,
     delete_file,
@@ -201,11 +202,12 @@ class Scan:
     changed: dict[str, str] = field(default_factory=dict)
     deleted: list[str] = field(default_factory=list)
     seen: Manifest = field(default_factory=dict)
-    # Files over the size cap: never read, and the run's changes are then not recorded.
-    too_large: list[str] = field(default_factory=list)
+    # Files over their size cap (path, size): never read, and the run's changes are then
+    # not recorded.
+    too_large: list[tuple[str, int]] = field(default_factory=list)
 
 
-def _scan(workspace: Path, manifest: Manifest, max_file_bytes: int) -> Scan:
+def _scan(workspace: Path, manifest: Manifest, caps: FileCaps) -> Scan:
     scan = Scan()
     stack = [workspace]
     while stack:
@@ -231,8 +233,8 @@ def _scan(workspace: Path, manifest: Manifest, max_file_bytes: int) -> Scan:
             if known is not None and [st.st_size, st.st_mtime_ns] == known[:2]:
                 scan.seen[relative] = known
                 continue
-            if st.st_size > max_file_bytes:
-                scan.too_large.append(relative)
+            if st.st_size > caps.for_path(relative):
+                scan.too_large.append((relative, st.st_size))
                 continue
             sha = _sha256_of(Path(entry.path))
             if sha is None:
@@ -267,17 +269,14 @@ async def sync_up(
     *,
     run_id: uuid.UUID,
     user_id: str | None,
-    max_file_bytes: int,
+    caps: FileCaps,
 ) -> Changes:
     """Record what the run changed in the workspace, as versions of the run: all of it or
     (past a size cap or the tenant's quota: PayloadTooLargeError) none of it."""
     manifest = await asyncio.to_thread(_load, manifest_path)
-    scan = await asyncio.to_thread(_scan, workspace, manifest, max_file_bytes)
-    if scan.too_large:
-        raise PayloadTooLargeError(
-            f"{scan.too_large[0]} is larger than the limit of {max_file_bytes} bytes",
-            code="FILE_TOO_LARGE",
-        )
+    scan = await asyncio.to_thread(_scan, workspace, manifest, caps)
+    for path, size in scan.too_large:
+        caps.check(path, size)  # raises FILE_TOO_LARGE
     if len(scan.changed) + len(scan.deleted) > MAX_CHANGED_FILES:
         raise PayloadTooLargeError(
             f"The run changed more than {MAX_CHANGED_FILES} files", code="TOO_MANY_FILES"
@@ -289,7 +288,7 @@ async def sync_up(
     scope = TenantScope(tenant_id)
     state_path = _state_file(manifest_path)
     async with sessionmaker() as session, session.begin():
-        limits = await tenant_limits(session, tenant_id, max_file_bytes)
+        limits = await tenant_limits(session, tenant_id, caps)
         before = await files_version(session, conversation_id)
         for path in sorted(scan.changed):
             data = await asyncio.to_thread(_read_regular, workspace / path)

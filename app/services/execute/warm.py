@@ -102,6 +102,9 @@ class WarmSessions:
     def __len__(self) -> int:
         return len(self._idle)
 
+    def holds(self, conversation_id: str) -> bool:
+        return conversation_id in self._idle
+
     def pids(self) -> list[int]:
         return [pid for session, _ in self._idle.values() if (pid := session.pid) is not None]
 

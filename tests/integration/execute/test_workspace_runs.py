@@ -17,15 +17,22 @@ from sqlalchemy import URL
 from app.main import create_app
 from app.services.execute.spec import workspace_dir
 from app.services.execute.sync import cached_copy
+from app.services.workspace import FileCaps
 from tests.conftest import (
     ADMIN,
     TenantFixture,
+    assert_error,
     create_tenant,
     make_settings,
     reset_database,
     s3_storage,
 )
-from tests.integration.execute.streams import new_conversation, running_service, stream_turn
+from tests.integration.execute.streams import (
+    new_conversation,
+    parse_sse,
+    running_service,
+    stream_turn,
+)
 from tests.integration.live_server import serve_in_loop
 
 
@@ -278,3 +285,86 @@ async def test_deleting_a_conversation_removes_its_cached_copy(
             break
         await asyncio.sleep(0.05)
     assert not any(path.exists() for path in cached)
+
+
+async def test_idle_workspaces_leave_a_full_cache_and_come_back(
+    database_url: URL, tmp_path: Path
+) -> None:
+    """With a cache cap smaller than one workspace, a conversation's copy leaves this node
+    once its run ends and no warm session holds it; its next run fetches it again."""
+    async with running_service(
+        database_url, tmp_path, workspace_cache_bytes=1, max_warm_sessions=0
+    ) as (app, client):
+        tenant = await create_tenant(client, "acme")
+        cid = await new_conversation(client, tenant)
+        files = tenant.url(f"/conversations/{cid}/files")
+        await client.put(f"{files}/brief.md", content=b"kept in the store", headers=tenant.headers)
+        ws = workspace_dir(app.state.settings.data_dir, tenant.tenant_id, cid)
+        write = ["Write", {"file_path": f"{ws}/notes.md", "content": "by the agent"}]
+        await stream_turn(client, tenant, cid, hostile(write))
+        await asyncio.sleep(0.2)  # the run has ended; its workspace left after `done`
+        assert not any(
+            path.exists()
+            for path in cached_copy(app.state.settings.data_dir, tenant.tenant_id, cid)
+        )
+        read = [["Read", {"file_path": f"{ws}/{name}"}] for name in ("brief.md", "notes.md")]
+        again = await stream_turn(client, tenant, cid, hostile(*read))
+        assert (
+            "kept in the store" in again.done["result"] and "by the agent" in again.done["result"]
+        )
+
+
+async def test_a_multipart_stream_request_brings_its_files(
+    client: httpx.AsyncClient, app: FastAPI, tenant: TenantFixture, other_tenant: TenantFixture
+) -> None:
+    """Files sent with the stream request are in the workspace when the run starts; a
+    request whose files are refused starts no run and records no file."""
+    cid = await new_conversation(client, tenant)
+    url = tenant.url(f"/conversations/{cid}/stream")
+    files_url = tenant.url(f"/conversations/{cid}/files")
+    ws = workspace_dir(app.state.settings.data_dir, tenant.tenant_id, cid)
+
+    async def post(request: object, files: list, **data: object) -> httpx.Response:
+        form = {"request": json.dumps(request), **data}
+        return await client.post(url, data=form, files=files, headers=tenant.headers, timeout=60)
+
+    read = {"user_input": hostile(["Read", {"file_path": f"{ws}/data/in.csv"}])}
+    response = await post(read, [("files", ("upload.csv", b"a,b\n1,2\n"))], paths=["data/in.csv"])
+    assert response.status_code == 200, response.text
+    events = parse_sse(response.text)
+    assert events[-1][0] == "done" and "a,b" in events[-1][1]["result"]
+    assert await _versions(client, tenant, cid, "data/in.csv") == [(1, "user_upload", None)]
+    messages = tenant.url(f"/conversations/{cid}/messages")
+    recorded = (await client.get(messages, headers=tenant.headers)).json()["total"]
+
+    # Refused before any run: each leaves the conversation as it was.
+    attempts = [
+        (read, [("files", ("x", b"1"))], {"paths": ["../escape"]}, 422),
+        (read, [("files", ("x", b"1"))], {"paths": [".claude/settings.json"]}, 422),
+        (read, [("files", ("a", b"1")), ("files", ("b", b"2"))], {"paths": ["c"]}, 422),
+        ({"user_input": ""}, [("files", ("x.txt", b"1"))], {}, 422),
+        ("not json", [("files", ("x.txt", b"1"))], {}, 422),
+    ]
+    for request, files, data, status in attempts:
+        refused = await post(request, files, **data)
+        assert refused.status_code == status, refused.text
+    app.state.file_caps = FileCaps(4)
+    too_big = await post(read, [("files", ("big.bin", b"12345"))])
+    assert_error(too_big, 413, "FILE_TOO_LARGE")
+    no_request = await client.post(url, files=[("files", ("x.txt", b"1"))], headers=tenant.headers)
+    assert_error(no_request, 422, "VALIDATION_ERROR")
+    after = (await client.get(messages, headers=tenant.headers)).json()["total"]
+    assert after == recorded  # no run started
+    listed = (await client.get(files_url, headers=tenant.headers)).json()
+    assert [f["path"] for f in listed["items"]] == ["data/in.csv"]
+
+    # Another tenant's key on this conversation: 404, and nothing lands in it.
+    foreign = await client.post(
+        url,
+        data={"request": json.dumps(read)},
+        files=[("files", ("planted.txt", b"x"))],
+        headers=other_tenant.headers,
+    )
+    assert_error(foreign, 404, "NOT_FOUND")
+    listed = (await client.get(files_url, headers=tenant.headers)).json()
+    assert listed["total"] == 1

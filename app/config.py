@@ -127,6 +127,9 @@ class Settings(BaseSettings):
     # many bytes: past it, the least recently used idle ones are removed (the object store
     # keeps the truth). Unset: no cap.
     workspace_cache_bytes: int | None = Field(default=10 * 1024**3, ge=0)
+    # A skill's folder: at most this many files, and bytes in all (uncompressed).
+    skill_max_files: int = Field(default=500, ge=1)
+    skill_max_bytes: int = Field(default=8 * 1024 * 1024, ge=1)
     # Hosts that agents' web fetches (and later MCP servers) may reach although they
     # resolve to private addresses: an operator's deliberate exception.
     outbound_allow_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)

@@ -17,7 +17,16 @@ from fastapi import FastAPI
 from sqlalchemy.exc import SQLAlchemyError
 
 from app import db
-from app.api import api_keys, conversations, execute, health, models, tenants, workspace
+from app.api import (
+    api_keys,
+    conversations,
+    execute,
+    health,
+    models,
+    skills,
+    tenants,
+    workspace,
+)
 from app.api.openapi import document_schemas
 from app.config import ModelProvider, Settings
 from app.errors import install_error_handlers
@@ -25,6 +34,7 @@ from app.log_config import configure_logging
 from app.middleware import RequestContextMiddleware
 from app.request_limits import RequestLimitsMiddleware
 from app.schemas.runs import StreamRequest, StreamUpload
+from app.schemas.skills import SkillCreate, SkillUpload
 from app.services import runs
 from app.services.execute.cache import WorkspaceCache
 from app.services.execute.executor import RunExecutor
@@ -173,9 +183,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_body_bytes=settings.max_request_body_bytes,
     )
     app.add_middleware(RequestContextMiddleware)
-    for module in (health, tenants, api_keys, models, conversations, execute, workspace):
+    for module in (health, tenants, api_keys, models, conversations, execute, workspace, skills):
         app.include_router(module.router)
-    document_schemas(app, StreamRequest, StreamUpload)
+    document_schemas(app, StreamRequest, StreamUpload, SkillCreate, SkillUpload)
     return app
 
 

@@ -12,13 +12,10 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
-from pydantic import ValidationError
-from starlette.datastructures import FormData
-from starlette.datastructures import UploadFile as StarletteUploadFile
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.datastructures import UploadFile
 
+from app.api.bodies import form_files, form_texts, media_type, parse_json, read_form
 from app.api.deps import CurrentScope, DbSession, HeaderUserId, get_settings
 from app.api.openapi import schema_ref
 from app.api.workspace import MAX_UPLOAD_FILES, save_uploads
@@ -80,55 +77,24 @@ async def sse_events(events: RunEventLog, after: int = 0) -> AsyncIterator[bytes
 @dataclass(frozen=True)
 class StreamBody:
     request: StreamRequest
-    files: list[StarletteUploadFile]
+    files: list[UploadFile]
     paths: list[str] | None
-
-
-def _invalid(exc: ValidationError, *loc: str) -> RequestValidationError:
-    errors = exc.errors(include_url=False)
-    return RequestValidationError([{**e, "loc": (*loc, *e["loc"])} for e in errors])
 
 
 async def _stream_body(request: Request) -> AsyncIterator[StreamBody]:
     """The stream request: JSON, or multipart/form-data (`request`: the JSON, `files`,
-    `paths`), whose spooled files are closed when the route is done with them."""
-    content_type = request.headers.get("content-type", "")
-    if not content_type.lower().startswith("multipart/form-data"):
-        try:
-            yield StreamBody(StreamRequest.model_validate_json(await request.body()), [], None)
-        except ValidationError as exc:
-            raise _invalid(exc, "body") from exc
+    `paths`)."""
+    if media_type(request) != "multipart/form-data":
+        yield StreamBody(parse_json(StreamRequest, await request.body(), "body"), [], None)
         return
-    try:
-        form = await request.form(
-            max_files=MAX_UPLOAD_FILES,
-            max_fields=MAX_UPLOAD_FILES + 1,
-            max_part_size=get_settings(request).max_request_body_bytes,
-        )
-    except StarletteHTTPException as exc:
-        if exc.status_code != 400:
-            raise
-        raise UnprocessableError(f"The multipart body cannot be read: {exc.detail}") from exc
-    try:
-        yield _form_body(form)
-    finally:
-        await form.close()
-
-
-def _form_body(form: FormData) -> StreamBody:
-    raw = form.get("request")
-    if not isinstance(raw, str):
-        raise UnprocessableError("The multipart body needs a `request` field: the JSON request")
-    try:
-        body = StreamRequest.model_validate_json(raw)
-    except ValidationError as exc:
-        raise _invalid(exc, "body", "request") from exc
-    files, paths = form.getlist("files"), form.getlist("paths")
-    uploads = [f for f in files if isinstance(f, StarletteUploadFile)]
-    names = [p for p in paths if isinstance(p, str)]
-    if len(uploads) != len(files) or len(names) != len(paths):
-        raise UnprocessableError("`files` must be files and `paths` text")
-    return StreamBody(body, uploads, names or None)
+    async with read_form(
+        request, max_files=MAX_UPLOAD_FILES, max_fields=MAX_UPLOAD_FILES + 1
+    ) as form:
+        raw = form.get("request")
+        if not isinstance(raw, str):
+            raise UnprocessableError("The multipart body needs a `request` field: the JSON request")
+        body = parse_json(StreamRequest, raw, "body", "request")
+        yield StreamBody(body, form_files(form, "files"), form_texts(form, "paths") or None)
 
 
 @router.post(

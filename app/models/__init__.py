@@ -4,6 +4,7 @@ from app.models.base import Base
 from app.models.conversation import Conversation, ConversationCount, Message
 from app.models.model import CatalogModel
 from app.models.run import Run, RunEvent, SdkSessionEntry, ToolCall, UsageRecord
+from app.models.skill import Skill, SkillVersion
 from app.models.tenant import ApiKey, Tenant
 from app.models.workspace import WorkspaceFile, WorkspaceFileVersion
 
@@ -17,6 +18,8 @@ __all__ = [
     "Run",
     "RunEvent",
     "SdkSessionEntry",
+    "Skill",
+    "SkillVersion",
     "Tenant",
     "ToolCall",
     "UsageRecord",

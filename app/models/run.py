@@ -55,6 +55,9 @@ class Run(TokenCounts, Base):
     user_input: Mapped[str] = mapped_column(Text)
     executor: Mapped[dict[str, Any] | None]
     preferred_skills: Mapped[list[str] | None]
+    # The skill a `/command` ran, and every skill the run had: {name: version}.
+    command: Mapped[str | None] = mapped_column(String(64))
+    skill_versions: Mapped[dict[str, Any] | None]
     # Names only: request tokens are secrets, held in memory for the run, never stored.
     token_names: Mapped[list[str] | None]
     session_id: Mapped[str | None] = mapped_column(String(100))

@@ -35,6 +35,15 @@ TENANT_SCOPED: list[tuple[str, str, dict[str, Any] | None]] = [
     ("GET", "/conversations/{conversation_id}/files/{path}", None),
     ("DELETE", "/conversations/{conversation_id}/files/{path}", None),
     ("GET", "/conversations/{conversation_id}/files/{path}/versions", None),
+    ("GET", "/skills", None),
+    ("POST", "/skills", {"files": {"SKILL.md": "---\nname: x\ndescription: y\n---\n"}}),
+    ("GET", "/skills/{name}", None),
+    ("PUT", "/skills/{name}", {"files": {"SKILL.md": "---\nname: x\ndescription: y\n---\n"}}),
+    ("PATCH", "/skills/{name}", {"status": "disabled"}),
+    ("DELETE", "/skills/{name}", None),
+    ("GET", "/skills/{name}/versions", None),
+    ("GET", "/skills/{name}/files/{path}", None),
+    ("GET", "/slash-commands", None),
 ]
 # Admin-only routes: a tenant key gets 403 whatever the tenant, existing or not.
 ADMIN_ONLY: list[tuple[str, str, dict[str, Any] | None]] = [
@@ -73,6 +82,8 @@ async def _snapshot(app: FastAPI, tenant_id: str) -> dict[str, list[str]]:
         "usage_records",
         "workspace_files",
         "workspace_file_versions",
+        "skills",
+        "skill_versions",
     )
     async with app.state.engine.connect() as conn:
         return {
@@ -123,7 +134,16 @@ async def _seed(client: httpx.AsyncClient, app: FastAPI, tenant: TenantFixture) 
         tenant.url(f"/conversations/{cid}/files/secret.txt"), content=b"s", headers=tenant.headers
     )
     assert uploaded.status_code == 200, uploaded.text
+    skill = {
+        "SKILL.md": "---\nname: secret-skill\ndescription: Ours\n---\nDo it",
+        "secret.txt": "s",
+    }
+    created = await client.post(
+        tenant.url("/skills"), json={"files": skill}, headers=tenant.headers
+    )
+    assert created.status_code == 201, created.text
     return {
+        "name": "secret-skill",
         "conversation_id": cid,
         "key_id": tenant.key_id,
         "run_id": str(run_id),
@@ -158,6 +178,8 @@ async def test_other_tenants_key_gets_404_and_changes_nothing(
             "run_events",
             "workspace_files",
             "workspace_file_versions",
+            "skills",
+            "skill_versions",
         )
     )
 
@@ -168,7 +190,7 @@ async def test_other_tenants_key_gets_404_and_changes_nothing(
 
     # Tenant B's own routes with tenant A's ids: also nothing.
     for method, path, body in TENANT_SCOPED:
-        if "{conversation_id}" not in path and "{run_id}" not in path:
+        if not any(f"{{{key}}}" in path for key in ("conversation_id", "run_id", "name")):
             continue
         url = other_tenant.url(path.format(**ids))
         response = await _request(client, method, url, body, other_tenant.headers)

@@ -55,6 +55,8 @@ class ObstoreStore:
     async def stream(
         self, key: str, *, start: int | None = None, end: int | None = None
     ) -> AsyncIterator[bytes]:
+        if end is not None and end <= (start or 0):
+            return  # an empty range: nothing to fetch (and stores refuse one)
         options: dict[str, Any] = {}
         if start is not None or end is not None:
             options["range"] = (start or 0, end) if end is not None else {"offset": start}

@@ -13,6 +13,7 @@ from app.schemas.tenants import TenantCreate, TenantId, TenantRead, TenantStatus
 from app.services import tenants as service
 from app.services import workspace
 from app.services.execute.executor import TENANT_DELETED, RunExecutor
+from app.services.execute.skillset import tenant_skillsets
 from app.services.execute.spec import tenant_workspaces
 from app.services.execute.sync import tenant_manifests
 
@@ -83,7 +84,11 @@ async def delete_tenant(
         workspace.remove_stored(
             request.app.state.store,
             prefix=f"{tenant_id}/",
-            local=[tenant_workspaces(data_dir, tenant_id), tenant_manifests(data_dir, tenant_id)],
+            local=[
+                tenant_workspaces(data_dir, tenant_id),
+                tenant_manifests(data_dir, tenant_id),
+                tenant_skillsets(data_dir, tenant_id),
+            ],
         ),
         name=f"delete-files-{tenant_id}",
     )

@@ -86,6 +86,10 @@ class RunRead(ReadSchema):
     user_input: str
     executor: dict[str, Any] | None
     preferred_skills: list[str] | None
+    command: str | None = Field(description="The skill a `/command` ran")
+    skill_versions: dict[str, int] | None = Field(
+        description="Every skill the run had, by name: the version it loaded"
+    )
     session_id: str | None
     result: str | None
     error_type: str | None

@@ -19,6 +19,7 @@ from app.services.execute.events import done_data
 from app.services.integrity import flush_mapping_violations
 from app.services.models import require_model
 from app.services.scope import TenantScope
+from app.services.skills import check_preferred, resolve_command
 
 
 def _in_progress(run_id: uuid.UUID | None) -> ConflictError:
@@ -56,6 +57,10 @@ async def queue_run(
     )
     if active is not None:
         raise _in_progress(active)
+    # A `/command` names one of the tenant's skills, and preferred skills are its active
+    # ones: else 422 before any run starts.
+    command = await resolve_command(session, scope, body.user_input)
+    await check_preferred(session, scope, body.preferred_skills)
     executor = body.executor.model_dump(exclude_none=True) if body.executor else None
     run = Run(
         tenant_id=scope.tenant_id,
@@ -67,6 +72,7 @@ async def queue_run(
         user_input=body.user_input,
         executor=executor,
         preferred_skills=body.preferred_skills or None,
+        command=command.skill if command else None,
         token_names=sorted(body.tokens) or None,
     )
     session.add(run)

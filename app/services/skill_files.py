@@ -206,7 +206,7 @@ def read_zip(data: bytes, limits: SkillLimits) -> SkillFolder:
             mode = entry.external_attr >> 16
             if stat.S_ISLNK(mode):
                 raise _refuse(name, "links are not allowed")
-            if mode and not stat.S_ISREG(mode):
+            if stat.S_IFMT(mode) not in (0, stat.S_IFREG):  # 0: no Unix mode recorded
                 raise _refuse(name, "only regular files are allowed")
             if entry.flag_bits & 0x1:
                 raise _refuse(name, "encrypted entries are not allowed")

@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -165,10 +165,15 @@ class Jail:
         args += ["--setenv", "PATH", JAIL_PATH, "--setenv", "TMPDIR", JAIL_TMP]
         return args
 
-    def arguments(self, workspace: Path, socket: Path, prompt: Path) -> list[str]:
-        """One process's jail: the common part, its egress socket, prompt and workspace."""
+    def arguments(
+        self, workspace: Path, socket: Path, prompt: Path, read_only: Sequence[Path] = ()
+    ) -> list[str]:
+        """One process's jail: the common part, its egress socket, prompt, what it may only
+        read (its skills) and its workspace."""
         args = [*self.common, "--bind", str(socket), JAIL_SOCKET]
         args += ["--ro-bind", str(prompt), str(prompt)]
+        for path in read_only:
+            args += ["--ro-bind", str(path), str(path)]
         args += ["--bind", str(workspace), str(workspace)]
         # What the CLI would keep there (scheduled tasks, local settings) is neither kept
         # nor read: an empty, read-only folder covers it.
@@ -216,6 +221,7 @@ class Jail:
         web_access: bool,
         credentials: Mapping[str, str],
         allow_hosts: tuple[str, ...],
+        read_only: Sequence[Path] = (),
     ) -> AgentProcess:
         """Everything one agent process's jail needs: its argument file, its prompt file
         and its egress bridge (listening)."""
@@ -234,7 +240,7 @@ class Jail:
         args_file = directory / "jail.args"
         process = AgentProcess(directory, bridge, args_file)
         process.prompt.touch()
-        arguments = self.arguments(workspace, socket, process.prompt)
+        arguments = self.arguments(workspace, socket, process.prompt, read_only)
         args_file.write_bytes(b"\0".join(a.encode() for a in arguments) + b"\0")
         return process
 

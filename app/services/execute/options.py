@@ -22,6 +22,7 @@ async def open_agent(
     (close them when the process ends)."""
     workspace = workspace_dir(runtime.data_dir, spec.tenant_id, spec.conversation_id)
     workspace.mkdir(parents=True, exist_ok=True)
+    skillset = spec.skillset(runtime.data_dir)
     if runtime.jail is not None:
         web_access = "WebFetch" in spec.tools
         _, credentials = jailed_network(runtime.provider, web_access=web_access)
@@ -31,6 +32,7 @@ async def open_agent(
             web_access=web_access,
             credentials=credentials,
             allow_hosts=runtime.allow_hosts,
+            read_only=[skillset] if skillset is not None else [],
         )
     else:
         process = AgentProcess(Path(tempfile.mkdtemp(dir=runtime.runtime_dir)))

@@ -1,6 +1,6 @@
-"""The permission policy, held on every tool call: only the run's tools, file paths inside
-the conversation's workspace (never its `.claude` folder), web fetches to public
-addresses only.
+"""The permission policy, held on every tool call: only the run's tools and skills, file
+paths inside the conversation's workspace (never its `.claude` folder) or, for reading
+only, inside the run's skills folder, web fetches to public addresses only.
 
 It is enforced in a `PreToolUse` hook, which the CLI calls for every tool call, the ones it
 would allow on its own (reads, "read-only" shell commands) and the sub-agents' included;
@@ -31,16 +31,23 @@ _PATH_KEYS = ("file_path", "path", "notebook_path")
 # What the CLI keeps there (scheduled tasks, local settings) is not the agent's to write.
 _CLI_FOLDER = ".claude"
 MAX_URL_CHARS = 2048
+# The tools that only read: they may also look inside the run's read-only folders.
+READ_TOOLS = frozenset({"Read", "Glob", "Grep"})
 
 
-def resolved_inside(workspace: Path, candidate: str) -> Path | None:
-    """Where `candidate` (absolute, or relative to the workspace) leads, if that is inside
-    the workspace; symlinks are followed, so a link cannot lead out."""
+def _resolved(workspace: Path, candidate: str) -> Path | None:
+    """Where `candidate` (absolute, or relative to the workspace) leads; symlinks are
+    followed, so a link cannot lead out."""
     if "\x00" in candidate:
         return None
     path = Path(candidate)
-    resolved = (path if path.is_absolute() else workspace / path).resolve()
-    return resolved if _within(resolved, workspace) else None
+    return (path if path.is_absolute() else workspace / path).resolve()
+
+
+def resolved_inside(workspace: Path, candidate: str) -> Path | None:
+    """Where `candidate` leads, if that is inside the workspace."""
+    resolved = _resolved(workspace, candidate)
+    return resolved if resolved is not None and _within(resolved, workspace) else None
 
 
 def _within(path: Path, folder: Path) -> bool:
@@ -53,6 +60,17 @@ class ToolPolicy:
     tools: frozenset[str]
     # Hosts an operator lets web fetches reach although they are not public.
     allow_hosts: tuple[str, ...] = ()
+    # Folders the reading tools may look into (the run's skills), never write.
+    read_only: tuple[Path, ...] = ()
+    # The skills the Skill tool may load (bare and plugin-qualified names).
+    skills: frozenset[str] = frozenset()
+
+    def _readable(self, tool_name: str, candidate: str) -> bool:
+        """A reading tool's path inside one of the read-only folders."""
+        if tool_name not in READ_TOOLS:
+            return False
+        resolved = _resolved(self.workspace, candidate)
+        return resolved is not None and any(_within(resolved, ro) for ro in self.read_only)
 
     async def refusal(self, tool_name: str, tool_input: dict[str, Any]) -> str | None:
         """Why this call may not run, or None if it may."""
@@ -63,7 +81,11 @@ class ToolPolicy:
             value = tool_input.get(key)
             if value is None or value == "":
                 continue
-            resolved = resolved_inside(root, value) if isinstance(value, str) else None
+            if not isinstance(value, str):
+                return f"{tool_name} may only touch files inside the conversation workspace."
+            resolved = resolved_inside(root, value)
+            if resolved is None and self._readable(tool_name, value):
+                continue
             if resolved is None:
                 return f"{tool_name} may only touch files inside the conversation workspace."
             if _within(resolved, root / _CLI_FOLDER):
@@ -71,7 +93,8 @@ class ToolPolicy:
         pattern = tool_input.get("pattern")
         if tool_name == "Glob" and isinstance(pattern, str):
             base = pattern.split("*", 1)[0]
-            if pattern.startswith(("/", "~")) and resolved_inside(root, base) is None:
+            outside = resolved_inside(root, base) is None and not self._readable(tool_name, base)
+            if pattern.startswith(("/", "~")) and outside:
                 return "Glob may only search inside the conversation workspace."
             if ".." in Path(pattern).parts:
                 return "Glob may only search inside the conversation workspace."
@@ -80,6 +103,10 @@ class ToolPolicy:
         if tool_name == "Bash" and tool_input.get("run_in_background"):
             # It would go on after the run ends (the CLI says it is idle meanwhile).
             return "Shell commands run in the foreground, within the run."
+        if tool_name == "Skill":
+            skill = tool_input.get("skill")
+            if not isinstance(skill, str) or skill.strip().lstrip("/") not in self.skills:
+                return "That skill is not available here."
         if tool_name == "WebFetch":
             return await self._url_refusal(tool_input.get("url"))
         return None

@@ -40,6 +40,7 @@ from app.services.execute.record import (
     finish_run,
     process_usage,
 )
+from app.services.execute.skillset import command_prompt, materialise, preferred_note
 from app.services.execute.spec import AgentRuntime, RunSpec, workspace_dir
 from app.services.execute.sync import manifest_file, sync_down, sync_up
 from app.services.execute.tools import agent_tools
@@ -47,6 +48,7 @@ from app.services.execute.translate import Translator
 from app.services.execute.usage import Tokens
 from app.services.execute.warm import WarmSession, WarmSessions
 from app.services.scope import TenantScope
+from app.services.skills import ActiveSkill, active_skills, parse_command
 from app.services.storage import ObjectStore
 from app.services.workspace import FileCaps, mark_presented
 
@@ -88,6 +90,8 @@ class _Start:
     next_seq: int
     title: str | None
     previous_run_id: uuid.UUID | None
+    # The tenant's active skills as the run began (their versions recorded on the run).
+    skills: list[ActiveSkill]
 
 
 async def execute_run(ctx: ExecutionContext, run_id: uuid.UUID, events: RunEventLog) -> None:
@@ -227,6 +231,8 @@ async def _begin(ctx: ExecutionContext, run_id: uuid.UUID) -> _Start:
         title = None
         if conversation.title is None:
             title = conversation.title = _title_from(run.user_input)
+        skills = await active_skills(session, run.tenant_id)
+        run.skill_versions = {s.name: s.version for s in skills} or None
         run.status = "running"
         run.started_at = datetime.now(UTC)
     return _Start(
@@ -239,7 +245,36 @@ async def _begin(ctx: ExecutionContext, run_id: uuid.UUID) -> _Start:
         next_seq=next_seq,
         title=title,
         previous_run_id=previous_run_id,
+        skills=skills,
     )
+
+
+class RunRefusedError(Exception):
+    """The run cannot go on as asked (its failure says why, to the client)."""
+
+    def __init__(self, failure: tuple[str, str, bool]) -> None:
+        super().__init__(failure[1])
+        self.failure = failure
+
+
+async def _prompt(ctx: ExecutionContext, begun: _Start) -> str:
+    """What the agent is sent: the user's words, or for a `/command` the skill's
+    instructions with its arguments; preceded by the skills to prefer, if any. The
+    run's skills are made ready on this node first."""
+    run, text = begun.run, begun.run.user_input
+    skillset = None
+    if begun.skills:
+        skillset = await materialise(ctx.store, ctx.agent.data_dir, run.tenant_id, begun.skills)
+    if run.command is not None:
+        parsed = parse_command(run.user_input)
+        names = {s.name for s in begun.skills}
+        if skillset is None or parsed is None or run.command not in names:
+            message = f"The skill {run.command} is no longer active"
+            raise RunRefusedError(("unknown_command", message, False))
+        text = await asyncio.to_thread(command_prompt, skillset, run.command, parsed[1])
+    if run.preferred_skills:
+        text = preferred_note(run.preferred_skills) + text
+    return text
 
 
 async def _drive(
@@ -260,6 +295,7 @@ async def _drive(
         max_turns=begun.settings.max_turns,
         tools=agent_tools(begun.settings),
         resume=conversation.sdk_session_id,
+        skills=tuple((s.name, s.version, s.digest) for s in begun.skills),
     )
     session = ctx.warm.take(spec.conversation_id, spec, begun.previous_run_id)
     keep = False
@@ -279,6 +315,7 @@ async def _drive(
             manifest,
             conversation.files_version,
         )
+        prompt = await _prompt(ctx, begun)
         # However the agent behaves (a notification turn that never comes, say), a run ends.
         async with asyncio.timeout(ctx.run_timeout):
             # The agent may reach its model (and, if allowed, the web) only while a run is open.
@@ -290,7 +327,7 @@ async def _drive(
             if fresh:
                 await session.client.connect()
             state.usage_before = session.usage
-            await session.client.query(run.user_input)
+            await session.client.query(prompt)
             # Closed when the turn ends: the session's next turn reads on from there.
             stream = cast(AsyncGenerator[Any, None], session.client.receive_messages())
             async with aclosing(stream) as messages:
@@ -306,6 +343,8 @@ async def _drive(
         keep = state.finished() and state.failure is None
     except asyncio.CancelledError:
         raise
+    except RunRefusedError as exc:
+        state.failure = exc.failure
     except TimeoutError:
         state.failure = ("run_timeout", f"The run took longer than {ctx.run_timeout:g} s", False)
     except Exception:

@@ -15,6 +15,7 @@ import claude_agent_sdk
 from app.services.execute.jail import AgentProcess, Jail
 from app.services.execute.providers import Provider
 from app.services.execute.session_store import PostgresSessionStore
+from app.services.execute.skillset import skillset_dir
 
 
 def bundled_cli() -> Path:
@@ -41,6 +42,12 @@ class RunSpec:
     tools: tuple[str, ...]
     # The SDK session to resume: what the process continues, not what it is.
     resume: str | None
+    # The tenant's active skills: (name, version, digest), by name.
+    skills: tuple[tuple[str, int, str], ...] = ()
+
+    def skillset(self, data_dir: Path) -> Path | None:
+        """The plugin folder of the run's skills (made before the process starts)."""
+        return skillset_dir(data_dir, self.tenant_id, self.skills) if self.skills else None
 
     def fingerprint(self) -> str:
         """The shape of the process this spec makes: all of it but `resume`."""

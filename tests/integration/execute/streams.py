@@ -198,3 +198,24 @@ async def running_service(
             yield app, client
     finally:
         await reset_database(database_url)
+
+
+def hostile(*calls: list[Any]) -> str:
+    return "scenario:hostile " + json.dumps(list(calls))
+
+
+def report(stream: Stream) -> list[str]:
+    """The hostile model's report, one entry per call: '[n] Tool OK|ERROR: output'."""
+    result = str(stream.done["result"])
+    assert result.startswith("[offline model] Hostile report:"), stream.events[-3:]
+    entries: list[str] = []
+    for line in result.splitlines()[1:]:
+        if line.startswith(f"[{len(entries) + 1}] "):
+            entries.append(line)
+        elif entries:
+            entries[-1] += "\n" + line
+    return entries
+
+
+def ok(entry: str) -> bool:
+    return entry.split(":", 1)[0].endswith(" OK")

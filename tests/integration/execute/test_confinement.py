@@ -22,8 +22,10 @@ from app.services.execute.spec import workspace_dir
 from app.services.execute.tools import DEFAULT_TOOLS
 from tests.conftest import ADMIN, PROJECT_ROOT, TenantFixture, create_tenant
 from tests.integration.execute.streams import (
-    Stream,
+    hostile,
     new_conversation,
+    ok,
+    report,
     running_service,
     stream_turn,
 )
@@ -54,27 +56,6 @@ SUBAGENT_ESCAPE = HOST_TMP / "cmab-subagent-escape.md"
 def wire() -> str:
     """One wire format is enough here: the jail does not depend on it."""
     return "anthropic"
-
-
-def hostile(*calls: list[Any]) -> str:
-    return "scenario:hostile " + json.dumps(list(calls))
-
-
-def report(stream: Stream) -> list[str]:
-    """The hostile model's report, one entry per call: '[n] Tool OK|ERROR: output'."""
-    result = str(stream.done["result"])
-    assert result.startswith("[offline model] Hostile report:"), stream.events[-3:]
-    entries: list[str] = []
-    for line in result.splitlines()[1:]:
-        if line.startswith(f"[{len(entries) + 1}] "):
-            entries.append(line)
-        elif entries:
-            entries[-1] += "\n" + line
-    return entries
-
-
-def ok(entry: str) -> bool:
-    return entry.split(":", 1)[0].endswith(" OK")
 
 
 async def _tenant(client: httpx.AsyncClient, name: str, **settings: Any) -> TenantFixture:

@@ -28,6 +28,7 @@ from tests.conftest import (
     s3_storage,
 )
 from tests.integration.execute.streams import (
+    hostile,
     new_conversation,
     parse_sse,
     running_service,
@@ -39,10 +40,6 @@ from tests.integration.live_server import serve_in_loop
 @pytest.fixture
 def wire() -> str:
     return "anthropic"
-
-
-def hostile(*calls: list[object]) -> str:
-    return "scenario:hostile " + json.dumps(list(calls))
 
 
 async def _versions(client: httpx.AsyncClient, tenant: TenantFixture, cid: str, path: str) -> list:

@@ -119,13 +119,17 @@ def _text_of(content: Any) -> str:
     )
 
 
-def _is_tool_results(message: dict[str, Any]) -> bool:
+def _tool_results(message: dict[str, Any]) -> list[dict[str, Any]]:
     content = message.get("content")
-    return (
-        isinstance(content, list)
-        and bool(content)
-        and all(isinstance(b, dict) and b.get("type") == "tool_result" for b in content)
-    )
+    if not isinstance(content, list):
+        return []
+    return [b for b in content if isinstance(b, dict) and b.get("type") == "tool_result"]
+
+
+def _is_tool_results(message: dict[str, Any]) -> bool:
+    """A user message that answers tool calls (text beside the results, such as the
+    instructions the Skill tool loads, belongs to them: it is not a new prompt)."""
+    return bool(_tool_results(message))
 
 
 def _latest_prompt(messages: list[dict[str, Any]]) -> tuple[str, bool]:
@@ -155,7 +159,7 @@ def _results_since_prompt(messages: list[dict[str, Any]]) -> list[dict[str, Any]
             continue
         if not _is_tool_results(message):
             break
-        results[:0] = message["content"]
+        results[:0] = _tool_results(message)
     return results
 
 

@@ -14,6 +14,7 @@ from app.services.execute.parts import (
     network,
     prompt,
     session,
+    skills,
     tools,
     workspace,
 )
@@ -26,6 +27,7 @@ PARTS: tuple[Part, ...] = (
     model.apply,
     workspace.apply,
     builtin.apply,
+    skills.apply,
     tools.apply,
     session.apply,
     environment.apply,

@@ -9,6 +9,7 @@ from claude_agent_sdk.types import SandboxSettings
 
 from app.services.execute.policy import ToolPolicy
 from app.services.execute.present import TOOL_NAME
+from app.services.execute.skillset import qualified
 from app.services.execute.spec import AgentBuild
 
 
@@ -16,7 +17,16 @@ def apply(build: AgentBuild) -> None:
     tools = build.spec.tools
     # The built-in tools served in-process are the agent's too.
     allowed = frozenset({*tools, *BUILTIN_TOOLS})
-    policy = ToolPolicy(build.workspace.resolve(), allowed, build.runtime.allow_hosts)
+    skillset = build.spec.skillset(build.runtime.data_dir)
+    policy = ToolPolicy(
+        build.workspace.resolve(),
+        allowed,
+        build.runtime.allow_hosts,
+        read_only=(skillset,) if skillset is not None else (),
+        skills=frozenset(
+            name for skill, _, _ in build.spec.skills for name in (skill, qualified(skill))
+        ),
+    )
     build.options["tools"] = list(tools)
     build.options["hooks"] = policy.hooks()
     build.options["can_use_tool"] = policy.can_use_tool

@@ -68,18 +68,24 @@ async def bare_turn(model_url: str, workdir: Path, prompt: str) -> tuple[float, 
     return first - started, deltas, last - first
 
 
-async def new_conversation(http: httpx.AsyncClient, headers: dict[str, str]) -> str:
-    created = await http.post("/api/tenants/bench/conversations", json={}, headers=headers)
+async def new_conversation(
+    http: httpx.AsyncClient, headers: dict[str, str], tenant: str = "bench"
+) -> str:
+    created = await http.post(f"/api/tenants/{tenant}/conversations", json={}, headers=headers)
     created.raise_for_status()
     return str(created.json()["conversation_id"])
 
 
 async def service_turn(
-    http: httpx.AsyncClient, headers: dict[str, str], prompt: str, cid: str | None = None
+    http: httpx.AsyncClient,
+    headers: dict[str, str],
+    prompt: str,
+    cid: str | None = None,
+    tenant: str = "bench",
 ) -> tuple[float, int, float]:
     """(seconds to the first text delta, text deltas, seconds from first to last delta)
     of one turn through the service, on a new conversation unless `cid` is given."""
-    cid = cid or await new_conversation(http, headers)
+    cid = cid or await new_conversation(http, headers, tenant)
     started = time.perf_counter()
     first = last = 0.0
     deltas = 0
@@ -90,7 +96,7 @@ async def service_turn(
     # Python client decodes it.
     async with http.stream(
         "POST",
-        f"/api/tenants/bench/conversations/{cid}/stream",
+        f"/api/tenants/{tenant}/conversations/{cid}/stream",
         json={"user_input": prompt},
         headers=headers,
         timeout=300,
@@ -131,12 +137,15 @@ def _median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-async def bench_tenant(http: httpx.AsyncClient, **settings: int) -> dict[str, str]:
-    """The `bench` tenant, made with these settings; the headers of a key of its own."""
+async def bench_tenant(
+    http: httpx.AsyncClient, tenant: str = "bench", **settings: int
+) -> dict[str, str]:
+    """A tenant (`bench` unless named), made with these settings; the headers of a key of
+    its own."""
     admin = {"X-API-Key": ADMIN_KEY}
-    body = {"tenant_id": "bench", "name": "Bench", "settings": settings}
+    body = {"tenant_id": tenant, "name": tenant.title(), "settings": settings}
     (await http.post("/api/tenants", json=body, headers=admin)).raise_for_status()
-    key = await http.post("/api/tenants/bench/api-keys", json={"name": "b"}, headers=admin)
+    key = await http.post(f"/api/tenants/{tenant}/api-keys", json={"name": "b"}, headers=admin)
     key.raise_for_status()
     return {"X-API-Key": key.json()["key"]}
 

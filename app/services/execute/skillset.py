@@ -14,6 +14,8 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
+import yaml
+
 from app.services.skill_files import SKILL_FILE, split_frontmatter
 from app.services.skills import ActiveSkill, blob_key
 from app.services.storage import ObjectStore
@@ -54,6 +56,8 @@ async def materialise(
             folder = skill_folder(staging, skill.name)
             for path, sha256 in skill.manifest:
                 data = await store.get(blob_key(tenant_id, skill.skill_id, sha256))
+                if path == SKILL_FILE:
+                    data = without_own_model(data)
                 await asyncio.to_thread(_write, folder / path, data)
         try:
             await asyncio.to_thread(os.rename, staging, target)
@@ -68,6 +72,18 @@ async def materialise(
 _PLUGIN_JSON = json.dumps(
     {"name": PLUGIN, "description": "This organisation's skills", "version": "1.0.0"}
 ).encode()
+
+
+def without_own_model(skill_md: bytes) -> bytes:
+    """SKILL.md as the CLI gets it: without a `model` of its own, so a skill cannot move
+    a run off the tenant's model (its prices, its provider's model ids). The stored file
+    keeps it."""
+    frontmatter, body = split_frontmatter(skill_md.decode())
+    if "model" not in frontmatter:
+        return skill_md
+    del frontmatter["model"]
+    head = yaml.safe_dump(frontmatter, sort_keys=False, allow_unicode=True)
+    return f"---\n{head}---\n{body}".encode()
 
 
 def _write(path: Path, data: bytes) -> None:

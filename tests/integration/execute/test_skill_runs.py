@@ -168,11 +168,14 @@ async def test_a_new_version_is_used_by_the_next_run(
     cid = await new_conversation(client, tenant)
     load = hostile(["Skill", {"skill": "tenant:quarterly-report", "args": "Q3"}])
     first = await stream_turn(client, tenant, cid, load)
+    assert app.state.executor.ctx.warm.holds(cid)
     files = {"SKILL.md": skill_md("VERSION-TWO for $ARGUMENTS"), "scripts/totals.sh": SCRIPT}
     updated = await client.put(
         tenant.url("/skills/quarterly-report"), json={"files": files}, headers=tenant.headers
     )
     assert updated.json()["current_version"] == 2
+    # The idle agent process, made with version 1, was retired with the change.
+    assert not app.state.executor.ctx.warm.holds(cid)
     app.state.offline_model.requests.clear()
     second = await stream_turn(client, tenant, cid, load)
     assert "VERSION-TWO for Q3" in json.dumps(_requests(app))

@@ -1,0 +1,35 @@
+"""Skill pieces without a service: commands as users type them, and SKILL.md as the CLI
+gets it."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.services.execute.skillset import without_own_model
+from app.services.skill_files import split_frontmatter
+from app.services.skills import parse_command
+
+
+@pytest.mark.parametrize(
+    ("typed", "parsed"),
+    [
+        ("/report Q3", ("report", "Q3")),
+        ("/report", ("report", "")),
+        ("/report  Q3 \n and Europe", ("report", "Q3 \n and Europe")),
+        ("/report\nline two", ("report", "line two")),
+        ("//report as text", None),
+        (" /report", None),
+        ("report", None),
+    ],
+)
+def test_commands_as_typed(typed: str, parsed: tuple[str, str] | None) -> None:
+    assert parse_command(typed) == parsed
+
+
+def test_a_skill_cannot_choose_its_own_model() -> None:
+    original = b"---\nname: x\ndescription: Does x.\nmodel: claude-opus-4\n---\nBody $ARGUMENTS\n"
+    frontmatter, body = split_frontmatter(without_own_model(original).decode())
+    assert frontmatter == {"name": "x", "description": "Does x."}
+    assert body == "Body $ARGUMENTS\n"
+    plain = b"---\nname: x\ndescription: Does x.\n---\nBody\n"
+    assert without_own_model(plain) == plain

@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     admin_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     log_level: str = "INFO"
     secret_key: SecretStr | None = None
+    # Keys that encrypt tenant secrets, newest first: new writes use the first, reads try
+    # each (rotation: put the new key first, keep the old ones until rewritten). Unset:
+    # one key derived from SECRET_KEY.
+    secrets_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     # The catalog model a tenant gets when it is created without one.
     default_model_id: str = "claude-sonnet-4-5"
 
@@ -134,7 +138,7 @@ class Settings(BaseSettings):
     # resolve to private addresses: an operator's deliberate exception.
     outbound_allow_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
-    @field_validator("admin_api_keys", "outbound_allow_hosts", mode="before")
+    @field_validator("admin_api_keys", "outbound_allow_hosts", "secrets_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
@@ -186,6 +190,13 @@ class Settings(BaseSettings):
     @property
     def is_production(self) -> bool:
         return self.app_env is AppEnv.PRODUCTION
+
+    @property
+    def vault_keys(self) -> list[str]:
+        keys = [k.get_secret_value() for k in self.secrets_keys]
+        if not keys and self.secret_key is not None:
+            keys = [self.secret_key.get_secret_value()]
+        return keys
 
     @cached_property
     def admin_key_values(self) -> tuple[str, ...]:

@@ -23,6 +23,7 @@ from app.api import (
     execute,
     health,
     models,
+    secrets,
     skills,
     tenants,
     workspace,
@@ -45,6 +46,7 @@ from app.services.execute.runner import ExecutionContext
 from app.services.execute.session_store import PostgresSessionStore
 from app.services.execute.spec import AgentRuntime, bundled_cli
 from app.services.execute.warm import WarmSessions
+from app.services.secrets import Vault
 from app.services.storage import create_store
 from app.services.workspace import FileCaps
 from app.utils.background import Background
@@ -56,6 +58,7 @@ log = structlog.get_logger(__name__)
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     settings.ensure_development_secrets()
+    app.state.vault = Vault(settings.vault_keys)
     url, embedded = await db.resolve_database_url(settings)
     if settings.db_auto_migrate:
         await db.migrate(url)
@@ -183,7 +186,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_body_bytes=settings.max_request_body_bytes,
     )
     app.add_middleware(RequestContextMiddleware)
-    for module in (health, tenants, api_keys, models, conversations, execute, workspace, skills):
+    for module in (
+        health,
+        tenants,
+        api_keys,
+        models,
+        conversations,
+        execute,
+        workspace,
+        skills,
+        secrets,
+    ):
         app.include_router(module.router)
     document_schemas(app, StreamRequest, StreamUpload, SkillCreate, SkillUpload)
     return app

@@ -2,6 +2,7 @@
 
 from app.models.base import Base
 from app.models.conversation import Conversation, ConversationCount, Message
+from app.models.integration import McpServer, TenantSecret
 from app.models.model import CatalogModel
 from app.models.run import Run, RunEvent, SdkSessionEntry, ToolCall, UsageRecord
 from app.models.skill import Skill, SkillVersion
@@ -14,6 +15,7 @@ __all__ = [
     "CatalogModel",
     "Conversation",
     "ConversationCount",
+    "McpServer",
     "Message",
     "Run",
     "RunEvent",
@@ -21,6 +23,7 @@ __all__ = [
     "Skill",
     "SkillVersion",
     "Tenant",
+    "TenantSecret",
     "ToolCall",
     "UsageRecord",
     "WorkspaceFile",

@@ -19,6 +19,8 @@ from pydantic import (
 T = TypeVar("T")
 
 MAX_JSON_OBJECT_BYTES = 64 * 1024
+# What `${secrets.NAME}` and `${request.NAME}` may name: a secret, a request token.
+PLACEHOLDER_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 MAX_JSON_DEPTH = 16
 
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, PlainSerializer, StringConstraints, computed_field
 
-from app.schemas.common import Name, ReadSchema, SafeStr, Schema, UserId
+from app.schemas.common import PLACEHOLDER_NAME, Name, ReadSchema, SafeStr, Schema, UserId
 
 UserInput = Annotated[SafeStr, StringConstraints(min_length=1, max_length=1_000_000)]
 Usd = Annotated[
@@ -32,7 +32,7 @@ class StreamRequest(Schema):
         Field(default_factory=list, max_length=50)
     )
     tokens: dict[
-        Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")],
+        Annotated[str, StringConstraints(pattern=PLACEHOLDER_NAME)],
         Annotated[SafeStr, StringConstraints(max_length=10_000)],
     ] = Field(
         default_factory=dict,

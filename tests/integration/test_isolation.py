@@ -44,6 +44,9 @@ TENANT_SCOPED: list[tuple[str, str, dict[str, Any] | None]] = [
     ("GET", "/skills/{name}/versions", None),
     ("GET", "/skills/{name}/files/{path}", None),
     ("GET", "/slash-commands", None),
+    ("GET", "/secrets", None),
+    ("PUT", "/secrets/{secret_name}", {"value": "stolen"}),
+    ("DELETE", "/secrets/{secret_name}", None),
 ]
 # Admin-only routes: a tenant key gets 403 whatever the tenant, existing or not.
 ADMIN_ONLY: list[tuple[str, str, dict[str, Any] | None]] = [
@@ -84,6 +87,7 @@ async def _snapshot(app: FastAPI, tenant_id: str) -> dict[str, list[str]]:
         "workspace_file_versions",
         "skills",
         "skill_versions",
+        "tenant_secrets",
     )
     async with app.state.engine.connect() as conn:
         return {
@@ -142,7 +146,12 @@ async def _seed(client: httpx.AsyncClient, app: FastAPI, tenant: TenantFixture) 
         tenant.url("/skills"), json={"files": skill}, headers=tenant.headers
     )
     assert created.status_code == 201, created.text
+    secret = await client.put(
+        tenant.url("/secrets/CRM"), json={"value": "s3cr3t"}, headers=tenant.headers
+    )
+    assert secret.status_code == 201, secret.text
     return {
+        "secret_name": "CRM",
         "name": "secret-skill",
         "conversation_id": cid,
         "key_id": tenant.key_id,
@@ -180,6 +189,7 @@ async def test_other_tenants_key_gets_404_and_changes_nothing(
             "workspace_file_versions",
             "skills",
             "skill_versions",
+            "tenant_secrets",
         )
     )
 

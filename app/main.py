@@ -22,6 +22,7 @@ from app.api import (
     conversations,
     execute,
     health,
+    mcp,
     models,
     secrets,
     skills,
@@ -196,6 +197,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         workspace,
         skills,
         secrets,
+        mcp,
     ):
         app.include_router(module.router)
     document_schemas(app, StreamRequest, StreamUpload, SkillCreate, SkillUpload)

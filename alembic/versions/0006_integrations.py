@@ -83,7 +83,11 @@ def upgrade() -> None:
     )
 
 
+    op.add_column("tool_calls", sa.Column("mcp_server", sa.String(length=64), nullable=True))
+
+
 def downgrade() -> None:
+    op.drop_column("tool_calls", "mcp_server")
     op.drop_table("tenant_secrets")
     op.drop_index(op.f("ix_mcp_servers_tenant_id"), table_name="mcp_servers")
     op.drop_table("mcp_servers")

@@ -25,6 +25,8 @@ from app.schemas.runs import RunRead, StreamRequest, StreamUpload, run_read
 from app.services import runs as service
 from app.services.execute.events import RunEventLog
 from app.services.execute.executor import RunExecutor
+from app.services.execute.spec import RunInputs
+from app.services.mcp.servers import plan_servers, run_servers
 
 router = APIRouter(prefix="/api/tenants/{tenant_id}", tags=["execution"])
 
@@ -136,6 +138,18 @@ async def stream(
         user_id,
         max_input_chars=get_settings(request).max_user_input_chars,
     )
+    # The MCP servers it connects to, their placeholders filled from the tenant's secrets
+    # and this request's tokens (422 naming any that has no value): held in memory only.
+    servers = await run_servers(session, scope, body.request.mcp_servers)
+    plans = await plan_servers(
+        session,
+        request.app.state.vault,
+        scope,
+        servers,
+        tokens=body.request.tokens,
+        user_id=run.user_id,
+        conversation_id=conversation_id,
+    )
     # A slot or a queue place is claimed now, before anything awaits, so concurrent
     # requests cannot overfill the queue; refused, the run is rolled back with the request.
     admission = executor.admit(scope.tenant_id, tenant_limit)
@@ -146,7 +160,7 @@ async def stream(
     except BaseException:
         executor.withdraw(admission)
         raise
-    events = executor.start(run.run_id, conversation_id, admission)
+    events = executor.start(run.run_id, conversation_id, admission, RunInputs(tuple(plans)))
     return StreamingResponse(
         sse_events(events),
         media_type="text/event-stream",

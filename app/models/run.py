@@ -106,6 +106,8 @@ class ToolCall(Base):
     )
     tool_use_id: Mapped[str] = mapped_column(String(100))
     name: Mapped[str] = mapped_column(String(200))
+    # The MCP server of an `mcp__{server}__{tool}` call.
+    mcp_server: Mapped[str | None] = mapped_column(String(64))
     input: Mapped[dict[str, Any]]
     output_preview: Mapped[str | None] = mapped_column(Text)
     is_error: Mapped[bool] = mapped_column(default=False)

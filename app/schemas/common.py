@@ -21,6 +21,8 @@ T = TypeVar("T")
 MAX_JSON_OBJECT_BYTES = 64 * 1024
 # What `${secrets.NAME}` and `${request.NAME}` may name: a secret, a request token.
 PLACEHOLDER_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+# An MCP server's name: its tools are `mcp__{name}__{tool}`.
+MCP_NAME = r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$"
 MAX_JSON_DEPTH = 16
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints
 
-from app.schemas.common import ReadSchema, SafeStr, Schema
+from app.schemas.common import MCP_NAME, PLACEHOLDER_NAME, ReadSchema, SafeStr, Schema
 
 
 class SecretWrite(Schema):
@@ -20,3 +21,70 @@ class SecretRead(ReadSchema):
     name: str
     created_at: datetime
     updated_at: datetime
+
+
+McpName = Annotated[str, StringConstraints(pattern=MCP_NAME)]
+McpType = Literal["http", "sse", "stdio", "builtin", "openapi"]
+McpStatus = Literal["active", "disabled"]
+ToolPattern = Annotated[SafeStr, StringConstraints(min_length=1, max_length=128)]
+HeaderName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")]
+HeaderValue = Annotated[SafeStr, StringConstraints(max_length=8192, pattern=r"^[^\r\n]*$")]
+
+
+class RemoteServerConfig(Schema):
+    """`http` (streamable HTTP) and `sse`: where the server is and what to send it."""
+
+    url: Annotated[SafeStr, StringConstraints(max_length=2048, pattern=r"^https?://")]
+    headers: dict[HeaderName, HeaderValue] = Field(default_factory=dict, max_length=50)
+
+
+class BuiltinServerConfig(Schema):
+    name: Literal["workspace"]
+
+
+class McpServerWrite(Schema):
+    name: McpName = Field(description="Its tools are `mcp__{name}__{tool}`")
+    type: McpType
+    config: dict[str, Any] = Field(
+        description="By type: http/sse `{url, headers}` (placeholders allowed in headers and "
+        "the URL's query); builtin `{name}`"
+    )
+    allowed_tools: list[ToolPattern] | None = Field(
+        default=None, max_length=200, description="Tool names or globs; others are hidden"
+    )
+    description: Annotated[SafeStr, StringConstraints(max_length=2000)] | None = Field(
+        default=None, description="Added to the agent's system prompt"
+    )
+    status: McpStatus = "active"
+    timeout_seconds: float = Field(default=30.0, ge=1, le=300)
+
+
+class McpServerRead(ReadSchema):
+    server_id: uuid.UUID
+    name: str
+    type: McpType
+    config: dict[str, Any]
+    allowed_tools: list[str] | None
+    description: str | None
+    status: McpStatus
+    timeout_seconds: float
+    created_at: datetime
+    updated_at: datetime
+
+
+class McpTestRequest(Schema):
+    tokens: dict[Annotated[str, StringConstraints(pattern=PLACEHOLDER_NAME)], SafeStr] = Field(
+        default_factory=dict, max_length=50, description="Values for `${request.NAME}`"
+    )
+
+
+class McpToolRead(Schema):
+    name: str
+    description: str | None
+    input_schema: dict[str, Any]
+
+
+class BuiltinServerRead(Schema):
+    name: str
+    description: str
+    tools: list[str]

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, PlainSerializer, StringConstraints, computed_field
 
-from app.schemas.common import PLACEHOLDER_NAME, Name, ReadSchema, SafeStr, Schema, UserId
+from app.schemas.common import MCP_NAME, PLACEHOLDER_NAME, Name, ReadSchema, SafeStr, Schema, UserId
 
 UserInput = Annotated[SafeStr, StringConstraints(min_length=1, max_length=1_000_000)]
 Usd = Annotated[
@@ -30,6 +30,11 @@ class StreamRequest(Schema):
     executor: Executor | None = None
     preferred_skills: list[Annotated[SafeStr, StringConstraints(min_length=1, max_length=200)]] = (
         Field(default_factory=list, max_length=50)
+    )
+    mcp_servers: list[Annotated[str, StringConstraints(pattern=MCP_NAME)]] | None = Field(
+        default=None,
+        max_length=50,
+        description="Only these of the tenant's MCP servers for this run (names); all by default",
     )
     tokens: dict[
         Annotated[str, StringConstraints(pattern=PLACEHOLDER_NAME)],

@@ -16,6 +16,7 @@ from app.services.execute.events import RunEventLog
 from app.services.execute.limits import Admission, QueueTimeoutError, RunSlots
 from app.services.execute.record import end_unstarted
 from app.services.execute.runner import ExecutionContext, execute_run
+from app.services.execute.spec import RunInputs
 
 log = structlog.get_logger(__name__)
 
@@ -74,15 +75,24 @@ class RunExecutor:
         self.slots.release(admission)
 
     def start(
-        self, run_id: uuid.UUID, conversation_id: uuid.UUID, admission: Admission
+        self,
+        run_id: uuid.UUID,
+        conversation_id: uuid.UUID,
+        admission: Admission,
+        inputs: RunInputs | None = None,
     ) -> RunEventLog:
+        """`inputs`: what the run brings in memory only (its MCP credentials)."""
         events = RunEventLog(run_id, admission.tenant_id, self.ctx.sessionmaker)
-        task = asyncio.create_task(self._run(run_id, admission, events), name=f"run-{run_id}")
+        task = asyncio.create_task(
+            self._run(run_id, admission, events, inputs or RunInputs()), name=f"run-{run_id}"
+        )
         self._runs[run_id] = _LiveRun(task, events, conversation_id, admission)
         task.add_done_callback(lambda _: self._runs.pop(run_id, None))
         return events
 
-    async def _run(self, run_id: uuid.UUID, admission: Admission, events: RunEventLog) -> None:
+    async def _run(
+        self, run_id: uuid.UUID, admission: Admission, events: RunEventLog, inputs: RunInputs
+    ) -> None:
         def queued(position: int) -> None:
             message = f"Waiting for a free slot: position {position} in the queue"
             events.emit("progress", {"type": "queued", "message": message, "position": position})
@@ -109,7 +119,7 @@ class RunExecutor:
                     self.ctx.sessionmaker, run_id, events, cancelled=True, error=SHUTDOWN_REASON
                 )
             else:
-                await execute_run(self.ctx, run_id, events)
+                await execute_run(self.ctx, run_id, events, inputs)
         finally:
             self.slots.release(admission)
 

@@ -23,6 +23,7 @@ import structlog
 
 from app.services.execute.egress import EgressBridge, Endpoint
 from app.services.execute.present import Presenter
+from app.services.mcp.proxy import ProxyCalls, Upstream
 
 log = structlog.get_logger(__name__)
 
@@ -255,6 +256,11 @@ class AgentProcess:
     args_file: Path | None = None
     # Its `present_files` tool (set by the builtin part).
     presenter: Presenter | None = None
+    # Its tenant MCP servers' connections, and the servers that could not be reached
+    # (name, why), each said to the run that started it.
+    upstreams: list[Upstream] = field(default_factory=list)
+    mcp_failures: list[tuple[str, str]] = field(default_factory=list)
+    mcp_calls: ProxyCalls = field(default_factory=ProxyCalls)
 
     @property
     def prompt(self) -> Path:
@@ -265,6 +271,8 @@ class AgentProcess:
         return self.directory / "home"
 
     async def close(self) -> None:
+        for upstream in self.upstreams:
+            await upstream.close()
         if self.bridge is not None:
             await self.bridge.close()
         shutil.rmtree(self.directory, ignore_errors=True)

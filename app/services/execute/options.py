@@ -3,6 +3,7 @@ then the SDK's options, made from the run's spec by the parts in `parts/`."""
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 from pathlib import Path
 
@@ -12,14 +13,15 @@ from app.services.execute.egress import Endpoint
 from app.services.execute.jail import AgentProcess
 from app.services.execute.parts import PARTS
 from app.services.execute.parts.network import jailed_network
-from app.services.execute.spec import AgentBuild, AgentRuntime, RunSpec, workspace_dir
+from app.services.execute.spec import AgentBuild, AgentRuntime, RunInputs, RunSpec, workspace_dir
+from app.services.mcp.proxy import Upstream, failure_reason
 
 
 async def open_agent(
-    runtime: AgentRuntime, spec: RunSpec
+    runtime: AgentRuntime, spec: RunSpec, inputs: RunInputs | None = None
 ) -> tuple[ClaudeAgentOptions, AgentProcess]:
-    """The options for a new agent process of this run, and the files and bridge it uses
-    (close them when the process ends)."""
+    """The options for a new agent process of this run, and the files, bridge and MCP
+    connections it uses (close them when the process ends)."""
     workspace = workspace_dir(runtime.data_dir, spec.tenant_id, spec.conversation_id)
     workspace.mkdir(parents=True, exist_ok=True)
     skillset = spec.skillset(runtime.data_dir)
@@ -37,6 +39,8 @@ async def open_agent(
     else:
         process = AgentProcess(Path(tempfile.mkdtemp(dir=runtime.runtime_dir)))
     try:
+        if inputs is not None and inputs.mcp:
+            await _connect_mcp(runtime, process, inputs)
         build = AgentBuild(spec, runtime, process, workspace)
         for part in PARTS:
             part(build)
@@ -44,3 +48,17 @@ async def open_agent(
     except BaseException:
         await process.close()
         raise
+
+
+async def _connect_mcp(runtime: AgentRuntime, process: AgentProcess, inputs: RunInputs) -> None:
+    """Connect to every server at once; one that fails is left out (and said), the rest
+    serve the run."""
+    upstreams = [Upstream(plan) for plan in inputs.mcp]
+    results = await asyncio.gather(
+        *(u.open(runtime.allow_hosts) for u in upstreams), return_exceptions=True
+    )
+    for upstream, result in zip(upstreams, results, strict=True):
+        if isinstance(result, BaseException):
+            process.mcp_failures.append((upstream.plan.name, failure_reason(result)))
+        else:
+            process.upstreams.append(upstream)

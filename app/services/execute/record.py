@@ -26,6 +26,14 @@ Sessionmaker = async_sessionmaker[AsyncSession]
 UNSAVED = "The run's records could not be saved"
 
 
+def mcp_server_of(tool_name: str) -> str | None:
+    """`mcp__{server}__{tool}` → server."""
+    if not tool_name.startswith("mcp__"):
+        return None
+    server, sep, _ = tool_name.removeprefix("mcp__").partition("__")
+    return server if sep and server else None
+
+
 @dataclass
 class RunState:
     """What a run has seen so far: enough to finish it however it ends."""
@@ -91,6 +99,7 @@ class RunRecorder:
                         conversation_id=self.run.conversation_id,
                         tool_use_id=start.tool_use_id,
                         name=start.name,
+                        mcp_server=mcp_server_of(start.name),
                         input=start.input,
                         parent_tool_use_id=start.parent_tool_use_id,
                     )

@@ -32,6 +32,7 @@ from app.schemas.tenants import TenantSettings
 from app.services.conversations import next_message_seq
 from app.services.execute.cache import WorkspaceCache
 from app.services.execute.events import RunEventLog
+from app.services.execute.jail import AgentProcess
 from app.services.execute.options import open_agent
 from app.services.execute.record import (
     RunRecorder,
@@ -41,7 +42,7 @@ from app.services.execute.record import (
     process_usage,
 )
 from app.services.execute.skillset import command_prompt, materialise, preferred_note
-from app.services.execute.spec import AgentRuntime, RunSpec, workspace_dir
+from app.services.execute.spec import AgentRuntime, RunInputs, RunSpec, workspace_dir
 from app.services.execute.sync import manifest_file, sync_down, sync_up
 from app.services.execute.tools import agent_tools
 from app.services.execute.translate import Translator
@@ -94,7 +95,12 @@ class _Start:
     skills: list[ActiveSkill]
 
 
-async def execute_run(ctx: ExecutionContext, run_id: uuid.UUID, events: RunEventLog) -> None:
+async def execute_run(
+    ctx: ExecutionContext,
+    run_id: uuid.UUID,
+    events: RunEventLog,
+    inputs: RunInputs | None = None,
+) -> None:
     """The whole life of a run after it was queued. Never raises but CancelledError, and
     however it ends, its stream ends with `done`."""
     started = time.monotonic()
@@ -116,7 +122,7 @@ async def execute_run(ctx: ExecutionContext, run_id: uuid.UUID, events: RunEvent
     try:
         with ctx.cache.hold(begun.run.tenant_id, cid):
             try:
-                await _drive(ctx, begun, translator, events, state)
+                await _drive(ctx, begun, translator, events, state, inputs or RunInputs())
             except asyncio.CancelledError:
                 state.cancelled = True
                 raise
@@ -249,6 +255,17 @@ async def _begin(ctx: ExecutionContext, run_id: uuid.UUID) -> _Start:
     )
 
 
+def _unavailable_servers(process: AgentProcess, events: RunEventLog) -> str:
+    """Each MCP server that could not be reached is said to the client, and to the agent
+    (the run goes on without it)."""
+    notes = []
+    for name, why in process.mcp_failures:
+        message = f"The tool server {name} is unavailable: {why}"
+        events.emit("progress", {"type": "mcp_unavailable", "server": name, "message": message})
+        notes.append(f"(The tool server {name} is unavailable for this request: {why}.)")
+    return "".join(f"{note}\n" for note in notes) + ("\n" if notes else "")
+
+
 class RunRefusedError(Exception):
     """The run cannot go on as asked (its failure says why, to the client)."""
 
@@ -283,6 +300,7 @@ async def _drive(
     translator: Translator,
     events: RunEventLog,
     state: RunState,
+    inputs: RunInputs,
 ) -> None:
     """Run the turn on the conversation's warm session, or on a new CLI process; keep the
     session warm afterwards if the turn ended well, else end its process."""
@@ -296,8 +314,11 @@ async def _drive(
         tools=agent_tools(begun.settings),
         resume=conversation.sdk_session_id,
         skills=tuple((s.name, s.version, s.digest) for s in begun.skills),
+        mcp_servers=tuple((p.name, p.digest) for p in inputs.mcp),
+        mcp_notes=tuple((p.name, p.description) for p in inputs.mcp if p.description),
     )
-    session = ctx.warm.take(spec.conversation_id, spec, begun.previous_run_id)
+    credentials = inputs.credentials()
+    session = ctx.warm.take(spec.conversation_id, spec, begun.previous_run_id, credentials)
     keep = False
     try:
         message = "Continuing the agent's session" if session else "Starting the agent"
@@ -321,8 +342,11 @@ async def _drive(
             # The agent may reach its model (and, if allowed, the web) only while a run is open.
             fresh = session is None
             if session is None:
-                options, process = await open_agent(ctx.agent, spec)
-                session = WarmSession(ClaudeSDKClient(options), spec, process=process)
+                options, process = await open_agent(ctx.agent, spec, inputs)
+                session = WarmSession(
+                    ClaudeSDKClient(options), spec, process=process, credentials=credentials
+                )
+                prompt = _unavailable_servers(process, events) + prompt
             session.open_gate()
             if fresh:
                 await session.client.connect()

@@ -5,7 +5,9 @@ process serves a later run only if that run's spec has the same fingerprint."""
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import secrets
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from app.services.execute.jail import AgentProcess, Jail
 from app.services.execute.providers import Provider
 from app.services.execute.session_store import PostgresSessionStore
 from app.services.execute.skillset import skillset_dir
+from app.services.mcp.proxy import ServerPlan
 
 
 def bundled_cli() -> Path:
@@ -44,6 +47,10 @@ class RunSpec:
     resume: str | None
     # The tenant's active skills: (name, version, digest), by name.
     skills: tuple[tuple[str, int, str], ...] = ()
+    # The run's MCP servers as configured (placeholders, never values): (name, digest),
+    # and what the agent is told of each: (name, description).
+    mcp_servers: tuple[tuple[str, str], ...] = ()
+    mcp_notes: tuple[tuple[str, str], ...] = ()
 
     def skillset(self, data_dir: Path) -> Path | None:
         """The plugin folder of the run's skills (made before the process starts)."""
@@ -53,6 +60,23 @@ class RunSpec:
         """The shape of the process this spec makes: all of it but `resume`."""
         shape = {k: v for k, v in asdict(self).items() if k != "resume"}
         return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    """What a run brings besides its spec, in memory only (never stored, never in the
+    fingerprint): its MCP servers' configs with their credentials substituted."""
+
+    mcp: tuple[ServerPlan, ...] = ()
+
+    def credentials(self) -> str:
+        """A keyed digest of the credentials: a warm process made with others is not
+        reused (the key lives in this process only, so the digest reveals nothing)."""
+        data = json.dumps([[p.name, p.config] for p in self.mcp], sort_keys=True).encode()
+        return hmac.new(_CREDENTIALS_KEY, data, hashlib.sha256).hexdigest()
+
+
+_CREDENTIALS_KEY = secrets.token_bytes(32)
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,8 @@ class WarmSession:
     usage: dict[str, Tokens] = field(default_factory=dict)
     # Its private files and, when jailed, its egress bridge (whose gate is a run's span).
     process: AgentProcess | None = None
+    # A keyed digest of the credentials its MCP connections were made with.
+    credentials: str = ""
 
     def open_gate(self) -> None:
         if self.process is not None and self.process.bridge is not None:
@@ -109,7 +111,11 @@ class WarmSessions:
         return [pid for session, _ in self._idle.values() if (pid := session.pid) is not None]
 
     def take(
-        self, conversation_id: str, spec: RunSpec, previous_run_id: uuid.UUID | None
+        self,
+        conversation_id: str,
+        spec: RunSpec,
+        previous_run_id: uuid.UUID | None,
+        credentials: str = "",
     ) -> WarmSession | None:
         """The conversation's warm session if it can serve this turn as it is; a session
         that cannot is closed (a fresh process will start)."""
@@ -122,6 +128,7 @@ class WarmSessions:
             session.spec.fingerprint() == spec.fingerprint()
             and session.last_run_id == previous_run_id
             and session.session_id == spec.resume
+            and session.credentials == credentials
             and session.idle()
         )
         if fits:

@@ -7,6 +7,7 @@ from typing import Any, cast
 
 from claude_agent_sdk.types import SandboxSettings
 
+from app.services.execute.parts.mcp import tool_names as mcp_tool_names
 from app.services.execute.policy import ToolPolicy
 from app.services.execute.present import TOOL_NAME
 from app.services.execute.skillset import qualified
@@ -16,7 +17,7 @@ from app.services.execute.spec import AgentBuild
 def apply(build: AgentBuild) -> None:
     tools = build.spec.tools
     # The built-in tools served in-process are the agent's too.
-    allowed = frozenset({*tools, *BUILTIN_TOOLS})
+    allowed = frozenset({*tools, *BUILTIN_TOOLS, *mcp_tool_names(build)})
     skillset = build.spec.skillset(build.runtime.data_dir)
     policy = ToolPolicy(
         build.workspace.resolve(),

@@ -1,0 +1,198 @@
+"""A tenant's MCP server configs (placeholders kept as written), and what a run makes of
+them: each active server's config with its placeholders substituted, in memory."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import ConflictError, UnprocessableError
+from app.models import McpServer
+from app.schemas.integrations import BuiltinServerConfig, McpServerWrite, RemoteServerConfig
+from app.services.integrity import flush_mapping_violations
+from app.services.mcp import placeholders
+from app.services.mcp.proxy import ServerPlan
+from app.services.pagination import paginate
+from app.services.scope import TenantScope
+from app.services.secrets import Vault, read_secrets
+
+# The service's own servers a tenant may add by name (`present_files` is always there).
+BUILTINS: dict[str, tuple[str, list[str]]] = {
+    "workspace": ("The conversation's files: show files to the user", ["present_files"]),
+}
+SUPPORTED_TYPES = ("http", "sse", "builtin")
+_CONFLICTS = {
+    "uq_mcp_servers_tenant_id_name": lambda: ConflictError(
+        "The tenant has an MCP server of that name", code="SERVER_EXISTS"
+    )
+}
+
+
+def _checked_config(body: McpServerWrite) -> dict[str, Any]:
+    if body.type not in SUPPORTED_TYPES:
+        raise UnprocessableError(
+            f"MCP servers of type {body.type} are not supported yet "
+            f"(supported: {', '.join(SUPPORTED_TYPES)})",
+            code="UNSUPPORTED_SERVER_TYPE",
+        )
+    model = BuiltinServerConfig if body.type == "builtin" else RemoteServerConfig
+    try:
+        config = model.model_validate(body.config).model_dump()
+    except ValidationError as exc:
+        details = [{"loc": ["config", *e["loc"]], "msg": e["msg"]} for e in exc.errors()]
+        raise UnprocessableError(
+            f"The config of a {body.type} server is not valid", details=details
+        ) from exc
+    placeholders.check(config)
+    if body.type in ("http", "sse"):
+        url = urlsplit(config["url"])
+        if placeholders.ANY_PLACEHOLDER.search(f"{url.scheme}://{url.netloc}{url.path}"):
+            raise UnprocessableError(
+                "Placeholders may be in a server's headers and its URL's query, not in its "
+                "host or path",
+                code="BAD_PLACEHOLDER",
+            )
+        if not url.hostname:
+            raise UnprocessableError("The server's URL needs a host")
+    return config
+
+
+async def create_server(
+    session: AsyncSession, scope: TenantScope, body: McpServerWrite
+) -> McpServer:
+    row = McpServer(server_id=uuid.uuid4(), tenant_id=scope.tenant_id)
+    _fill(row, body)
+    session.add(row)
+    await flush_mapping_violations(session, _CONFLICTS)
+    await session.refresh(row)
+    return row
+
+
+def _fill(row: McpServer, body: McpServerWrite) -> None:
+    row.config = _checked_config(body)
+    row.name, row.type = body.name, body.type
+    row.allowed_tools = body.allowed_tools
+    row.description = body.description
+    row.status = body.status
+    row.timeout_seconds = body.timeout_seconds
+
+
+async def get_server(
+    session: AsyncSession, scope: TenantScope, server_id: uuid.UUID, *, for_update: bool = False
+) -> McpServer:
+    return await scope.get(
+        session,
+        McpServer,
+        McpServer.server_id,
+        server_id,
+        resource="MCP server",
+        for_update=for_update,
+    )
+
+
+async def replace_server(
+    session: AsyncSession, scope: TenantScope, server_id: uuid.UUID, body: McpServerWrite
+) -> McpServer:
+    row = await get_server(session, scope, server_id, for_update=True)
+    _fill(row, body)
+    await flush_mapping_violations(session, _CONFLICTS)
+    await session.refresh(row)
+    return row
+
+
+async def delete_server(session: AsyncSession, scope: TenantScope, server_id: uuid.UUID) -> None:
+    row = await get_server(session, scope, server_id, for_update=True)
+    await session.delete(row)
+    await session.flush()
+
+
+async def list_servers(
+    session: AsyncSession, scope: TenantScope, *, limit: int, offset: int
+) -> tuple[list[McpServer], int]:
+    query = scope.select(McpServer).order_by(McpServer.name)
+    return await paginate(session, query, limit=limit, offset=offset)
+
+
+async def plan_servers(
+    session: AsyncSession,
+    vault: Vault,
+    scope: TenantScope,
+    servers: Sequence[McpServer],
+    *,
+    tokens: Mapping[str, str],
+    user_id: str | None,
+    conversation_id: uuid.UUID | None,
+) -> list[ServerPlan]:
+    """Each remote server as a run connects to it, placeholders substituted (422 naming
+    the server and the placeholder when one has no value). A server gets only the
+    secrets and tokens its own config names."""
+    plans = []
+    for server in servers:
+        if server.type == "builtin":
+            continue
+        wanted = placeholders.check(server.config)
+        secrets = await read_secrets(
+            session, vault, scope.tenant_id, [n for kind, n in wanted if kind == "secrets"]
+        )
+        values: dict[placeholders.Key, str] = {
+            ("tenant", "id"): scope.tenant_id,
+            **{("secrets", k): v for k, v in secrets.items()},
+            **{("request", k): v for k, v in tokens.items() if ("request", k) in wanted},
+        }
+        if user_id is not None:
+            values[("user", "id")] = user_id
+        if conversation_id is not None:
+            values[("conversation", "id")] = str(conversation_id)
+        config = placeholders.substitute(server.config, values, server.name)
+        sensitive = tuple(v for (kind, _), v in values.items() if kind in ("secrets", "request"))
+        plans.append(
+            ServerPlan(
+                name=server.name,
+                type=server.type,
+                config=config,
+                allowed_tools=tuple(server.allowed_tools)
+                if server.allowed_tools is not None
+                else None,
+                timeout_seconds=server.timeout_seconds,
+                secret_values=sensitive,
+                digest=_digest(server),
+                description=server.description,
+            )
+        )
+    return plans
+
+
+def _digest(server: McpServer) -> str:
+    shape = [server.type, server.config, server.allowed_tools, server.timeout_seconds]
+    return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()
+
+
+async def run_servers(
+    session: AsyncSession, scope: TenantScope, only: Sequence[str] | None
+) -> list[McpServer]:
+    """The tenant's active servers for a run, narrowed to `only` (names; an unknown or
+    disabled one is a 422)."""
+    rows = list(
+        (
+            await session.execute(
+                scope.select(McpServer).where(McpServer.status == "active").order_by(McpServer.name)
+            )
+        ).scalars()
+    )
+    if only is None:
+        return rows
+    known = {row.name for row in rows}
+    missing = [name for name in only if name not in known]
+    if missing:
+        raise UnprocessableError(
+            f"Not an active MCP server of this tenant: {', '.join(missing)[:500]}",
+            code="UNKNOWN_MCP_SERVER",
+        )
+    return [row for row in rows if row.name in set(only)]

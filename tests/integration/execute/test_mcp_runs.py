@@ -1,0 +1,188 @@
+"""Tenant MCP servers in runs, through the real SDK, CLI and jail: the service connects
+to the server (credentials substituted here, address checked and pinned), the agent gets
+an in-process proxy of the allowed tools, and no credential reaches the CLI, the model
+or the stored records."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import URL, text
+
+from tests.conftest import TenantFixture, assert_error, create_tenant
+from tests.integration.execute.streams import (
+    agent_pids,
+    hostile,
+    new_conversation,
+    ok,
+    report,
+    running_service,
+    stream_turn,
+)
+from tests.integration.mcp_servers import crm
+
+SECRET = "sk-crm-secret-1234567890"
+TOKEN = "utok-end-user-987654321"
+
+
+@pytest.fixture
+def wire() -> str:
+    return "anthropic"
+
+
+async def _add_server(
+    client: httpx.AsyncClient, tenant: TenantFixture, url: str, kind: str = "http", **extra: Any
+) -> dict[str, Any]:
+    await client.put(
+        tenant.url("/secrets/CRM_TOKEN"), json={"value": SECRET}, headers=tenant.headers
+    )
+    body = {
+        "name": "crm",
+        "type": kind,
+        "config": {
+            "url": url,
+            "headers": {
+                "Authorization": "Bearer ${secrets.CRM_TOKEN}",
+                "X-User": "${request.user_token}",
+            },
+        },
+        "allowed_tools": ["lookup", "who*"],
+        "description": "ACME-CRM: customer tiers.",
+        **extra,
+    }
+    response = await client.post(tenant.url("/mcp-servers"), json=body, headers=tenant.headers)
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+@pytest.fixture
+async def service(
+    database_url: URL, tmp_path: Path
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    # Loopback is reached only because the operator allows it here.
+    async with running_service(database_url, tmp_path, outbound_allow_hosts=["127.0.0.1"]) as pair:
+        yield pair
+
+
+CALLS = [
+    ["mcp__crm__lookup", {"customer": "acme"}],
+    ["mcp__crm__whoami", {}],
+    ["mcp__crm__hidden_tool", {}],
+]
+
+
+async def test_an_http_server_through_the_proxy(
+    service: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    app, client = service
+    tenant = await create_tenant(client, "acme")
+    with crm("http") as (url, headers_seen):
+        await _add_server(client, tenant, url)
+        cid = await new_conversation(client, tenant)
+        app.state.offline_model.requests.clear()
+        stream = await stream_turn(
+            client, tenant, cid, hostile(*CALLS), tokens={"user_token": TOKEN}
+        )
+        entries = report(stream)
+        assert ok(entries[0]) and "acme: gold" in entries[0], entries
+        # The leaky server echoed the credentials: the agent sees them redacted.
+        assert ok(entries[1]) and "[redacted]" in entries[1] and SECRET not in entries[1]
+        assert not ok(entries[2])  # not among the allowed tools
+        # The server got the credentials, substituted by the service.
+        assert any(h.get("authorization") == f"Bearer {SECRET}" for h in headers_seen.seen)
+        assert any(h.get("x-user") == TOKEN for h in headers_seen.seen)
+        # The CLI process holds none of them: not in its environment nor its argv.
+        for pid in agent_pids(app.state.settings.data_dir, tenant, cid):
+            process = psutil.Process(pid)
+            held = json.dumps([process.cmdline(), process.environ()])
+            assert SECRET not in held and TOKEN not in held
+
+    sent = json.dumps(list(app.state.offline_model.requests))
+    assert SECRET not in sent and TOKEN not in sent
+    assert "ACME-CRM: customer tiers." in sent  # the description reached the system prompt
+    tools = {
+        t["name"] for r in app.state.offline_model.requests for t in r["body"].get("tools", [])
+    }
+    assert {
+        "mcp__crm__lookup",
+        "mcp__crm__whoami",
+    } <= tools and "mcp__crm__hidden_tool" not in tools
+    async with app.state.engine.connect() as conn:
+        calls = (
+            await conn.execute(text("SELECT name, mcp_server FROM tool_calls ORDER BY started_at"))
+        ).all()
+        stored = json.dumps(
+            [
+                [str(v) for v in row]
+                for table in ("messages", "run_events", "tool_calls", "sdk_session_entries", "runs")
+                for row in (await conn.execute(text(f"SELECT * FROM {table}"))).all()  # noqa: S608
+            ]
+        )
+    assert ("mcp__crm__lookup", "crm") in [tuple(c) for c in calls]
+    assert SECRET not in stored and TOKEN not in stored
+
+
+async def test_an_sse_server(service: tuple[FastAPI, httpx.AsyncClient]) -> None:
+    _, client = service
+    tenant = await create_tenant(client, "acme")
+    with crm("sse") as (url, _):
+        await _add_server(client, tenant, url, kind="sse")
+        cid = await new_conversation(client, tenant)
+        stream = await stream_turn(
+            client, tenant, cid, hostile(CALLS[0]), tokens={"user_token": TOKEN}
+        )
+    (entry,) = report(stream)
+    assert ok(entry) and "acme: gold" in entry
+
+
+async def test_loopback_is_refused_without_the_allow_list(
+    client: httpx.AsyncClient, tenant: TenantFixture
+) -> None:
+    """The default service (no allow-list): the server on loopback is never contacted;
+    the run goes on without it, and says so."""
+    with crm("http") as (url, headers_seen):
+        await _add_server(client, tenant, url)
+        cid = await new_conversation(client, tenant)
+        stream = await stream_turn(
+            client, tenant, cid, hostile(CALLS[0]), tokens={"user_token": TOKEN}
+        )
+        assert headers_seen.seen == []
+    (note,) = [e for e in stream.of("progress") if e.get("type") == "mcp_unavailable"]
+    assert note["server"] == "crm" and "not allowed" in note["message"]
+    assert not ok(report(stream)[0])
+    assert stream.done["status"] == "success"
+
+
+async def test_an_unresolved_placeholder_is_422_before_any_run(
+    client: httpx.AsyncClient, app: FastAPI, tenant: TenantFixture
+) -> None:
+    await _add_server(client, tenant, "http://127.0.0.1:9/mcp")
+    cid = await new_conversation(client, tenant)
+    refused = await stream_turn(client, tenant, cid, "hello")  # no user_token
+    assert refused.status_code == 422
+    error = refused.events[0][1]["error"]
+    assert error["code"] == "UNRESOLVED_PLACEHOLDER" and "crm" in error["message"]
+    assert "${request.user_token}" in error["message"]
+    async with app.state.engine.connect() as conn:
+        assert await conn.scalar(text("SELECT count(*) FROM runs")) == 0
+    # Narrowed away, the server needs nothing: the run goes.
+    narrowed = await stream_turn(client, tenant, cid, "hello", mcp_servers=[])
+    assert narrowed.done["status"] == "success"
+    unknown = await stream_turn(client, tenant, cid, "hello", mcp_servers=["nope"])
+    assert (
+        unknown.status_code == 422 and unknown.events[0][1]["error"]["code"] == "UNKNOWN_MCP_SERVER"
+    )
+    assert_error(
+        await client.get(
+            tenant.url("/mcp-servers/00000000-0000-0000-0000-000000000000"), headers=tenant.headers
+        ),
+        404,
+        "NOT_FOUND",
+    )

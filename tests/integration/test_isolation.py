@@ -15,6 +15,11 @@ TENANT_ROUTES_PREFIX = "/api/tenants/{tenant_id}"
 # A body sent as a multipart upload of one file.
 MULTIPART: dict[str, Any] = {"multipart": True}
 
+MCP_SERVER: dict[str, Any] = {
+    "name": "intruder",
+    "type": "http",
+    "config": {"url": "https://x.example/mcp"},
+}
 # (method, path template, body) for routes a tenant key may use inside its own tenant.
 TENANT_SCOPED: list[tuple[str, str, dict[str, Any] | None]] = [
     ("GET", "/conversations", None),
@@ -47,6 +52,13 @@ TENANT_SCOPED: list[tuple[str, str, dict[str, Any] | None]] = [
     ("GET", "/secrets", None),
     ("PUT", "/secrets/{secret_name}", {"value": "stolen"}),
     ("DELETE", "/secrets/{secret_name}", None),
+    ("GET", "/mcp-servers", None),
+    ("POST", "/mcp-servers", MCP_SERVER),
+    ("GET", "/mcp-servers/builtin", None),
+    ("GET", "/mcp-servers/{server_id}", None),
+    ("PUT", "/mcp-servers/{server_id}", MCP_SERVER),
+    ("DELETE", "/mcp-servers/{server_id}", None),
+    ("POST", "/mcp-servers/{server_id}/test", {}),
 ]
 # Admin-only routes: a tenant key gets 403 whatever the tenant, existing or not.
 ADMIN_ONLY: list[tuple[str, str, dict[str, Any] | None]] = [
@@ -88,6 +100,7 @@ async def _snapshot(app: FastAPI, tenant_id: str) -> dict[str, list[str]]:
         "skills",
         "skill_versions",
         "tenant_secrets",
+        "mcp_servers",
     )
     async with app.state.engine.connect() as conn:
         return {
@@ -150,7 +163,12 @@ async def _seed(client: httpx.AsyncClient, app: FastAPI, tenant: TenantFixture) 
         tenant.url("/secrets/CRM"), json={"value": "s3cr3t"}, headers=tenant.headers
     )
     assert secret.status_code == 201, secret.text
+    mcp = await client.post(
+        tenant.url("/mcp-servers"), json={**MCP_SERVER, "name": "crm"}, headers=tenant.headers
+    )
+    assert mcp.status_code == 201, mcp.text
     return {
+        "server_id": mcp.json()["server_id"],
         "secret_name": "CRM",
         "name": "secret-skill",
         "conversation_id": cid,
@@ -190,6 +208,7 @@ async def test_other_tenants_key_gets_404_and_changes_nothing(
             "skills",
             "skill_versions",
             "tenant_secrets",
+            "mcp_servers",
         )
     )
 
@@ -200,7 +219,9 @@ async def test_other_tenants_key_gets_404_and_changes_nothing(
 
     # Tenant B's own routes with tenant A's ids: also nothing.
     for method, path, body in TENANT_SCOPED:
-        if not any(f"{{{key}}}" in path for key in ("conversation_id", "run_id", "name")):
+        if not any(
+            f"{{{key}}}" in path for key in ("conversation_id", "run_id", "name", "server_id")
+        ):
             continue
         url = other_tenant.url(path.format(**ids))
         response = await _request(client, method, url, body, other_tenant.headers)

@@ -82,7 +82,6 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("tenant_id", "name", name=op.f("pk_tenant_secrets")),
     )
 
-
     op.add_column("tool_calls", sa.Column("mcp_server", sa.String(length=64), nullable=True))
 
 

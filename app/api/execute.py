@@ -126,10 +126,6 @@ async def stream(
     multipart, the request's files are put into the workspace before the run starts."""
     executor: RunExecutor = request.app.state.executor
     tenant_limit = await service.tenant_run_limit(session, scope)
-    if body.files:
-        await save_uploads(
-            request, session, scope, conversation_id, body.files, body.paths, user_id
-        )
     run = await service.queue_run(
         session,
         scope,
@@ -138,6 +134,11 @@ async def stream(
         user_id,
         max_input_chars=get_settings(request).max_user_input_chars,
     )
+    # Its files, in the same transaction: refused (422, 413), neither they nor the run stay.
+    if body.files:
+        await save_uploads(
+            request, session, scope, conversation_id, body.files, body.paths, user_id
+        )
     # The MCP servers it connects to, their placeholders filled from the tenant's secrets
     # and this request's tokens (422 naming any that has no value): held in memory only.
     servers = await run_servers(session, scope, body.request.mcp_servers)

@@ -3,6 +3,7 @@ new versions, metadata, delete, files, versions, and the slash-command menu."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 from collections.abc import AsyncIterator
@@ -94,7 +95,8 @@ async def _skill_body(request: Request) -> AsyncIterator[SkillBody]:
     """A skill folder in any of its three forms, checked before anything is stored."""
     kind, limits = media_type(request), _limits(request)
     if kind in ZIP_TYPES:
-        yield SkillBody(read_zip(await request.body(), limits), service.SkillMeta())
+        data = await request.body()
+        yield SkillBody(await asyncio.to_thread(read_zip, data, limits), service.SkillMeta())
     elif kind == "multipart/form-data":
         async with read_form(
             request, max_files=limits.max_files + 1, max_fields=limits.max_files + 10
@@ -108,7 +110,7 @@ async def _skill_body(request: Request) -> AsyncIterator[SkillBody]:
     elif kind in ("application/json", ""):
         body = parse_json(SkillCreate, await request.body(), "body")
         files = {path: _decoded(path, content) for path, content in body.files.items()}
-        yield SkillBody(check_folder(files, limits), _meta(body))
+        yield SkillBody(await asyncio.to_thread(check_folder, files, limits), _meta(body))
     else:
         raise UnsupportedMediaTypeError(
             "Send the skill as application/json, application/zip or multipart/form-data"
@@ -126,7 +128,7 @@ async def _form_folder(form: FormData, limits: SkillLimits) -> SkillFolder:
     if archives:
         if len(archives) > 1 or files:
             raise UnprocessableError("Send one `archive`, or `files`, not both")
-        return read_zip(await archives[0].read(), limits)
+        return await asyncio.to_thread(read_zip, await archives[0].read(), limits)
     if not files:
         raise UnprocessableError("Send the skill's `files` (or its zip as `archive`)")
     if paths and len(paths) != len(files):
@@ -137,7 +139,7 @@ async def _form_folder(form: FormData, limits: SkillLimits) -> SkillFolder:
         if name in contents:
             raise UnprocessableError(f"{name}: each path appears once", code="INVALID_SKILL")
         contents[name] = await upload.read()
-    return check_folder(contents, limits)
+    return await asyncio.to_thread(check_folder, contents, limits)
 
 
 def _store(request: Request) -> ObjectStore:

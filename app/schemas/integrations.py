@@ -39,7 +39,7 @@ class RemoteServerConfig(Schema):
 
 
 class BuiltinServerConfig(Schema):
-    name: Literal["workspace"]
+    name: Literal["workspace", "web"]
 
 
 class McpServerWrite(Schema):

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from app.errors import PayloadTooLargeError, UnprocessableError
+from app.errors import AppError, PayloadTooLargeError, UnprocessableError
 from app.utils.paths import BadPathError, workspace_path
 
 SKILL_FILE = "SKILL.md"
@@ -42,6 +42,24 @@ CLAUDE_CODE_FIELDS = frozenset(
 # Accepted by Claude Code, refused here: each would act outside the permission policy.
 REFUSED_FIELDS = {"hooks": "a skill's hooks would run commands outside the permission policy"}
 _FRONTMATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)^---[ \t]*\r?$\n?", re.DOTALL | re.MULTILINE)
+# As much frontmatter as the CLI reads from a file it does not trust.
+MAX_FRONTMATTER_CHARS = 64 * 1024
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML without aliases (a few hundred bytes of nested aliases expand to
+    gigabytes) and without implicit timestamps (dates stay text)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.YAMLError("aliases are not allowed")
+        return super().compose_node(parent, index)
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 
 
 @dataclass(frozen=True)
@@ -78,18 +96,34 @@ def _too_large(rule: str) -> PayloadTooLargeError:
 def split_frontmatter(text: str) -> tuple[dict[str, Any], str]:
     """SKILL.md's frontmatter (a YAML mapping) and its body; a 422 if it has none or
     the YAML is broken."""
-    match = _FRONTMATTER.match(text.lstrip("\ufeff"))
+    text = text.lstrip("\ufeff")
+    match = _FRONTMATTER.match(text)
     if match is None:
         raise _refuse(SKILL_FILE, "starts with YAML frontmatter between --- lines")
+    block = match.group(1)
+    if len(block) > MAX_FRONTMATTER_CHARS:
+        raise _refuse(SKILL_FILE, f"the frontmatter has at most {MAX_FRONTMATTER_CHARS} characters")
+    if "---" in block:
+        # The CLI ends the frontmatter at the first `---` anywhere: both must agree.
+        raise _refuse(SKILL_FILE, "the frontmatter holds no `---` but its delimiters")
     try:
-        data = yaml.safe_load(match.group(1))
+        data = yaml.load(block, Loader=_Loader)  # noqa: S506 (a safe loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 2})" if mark is not None else ""
         raise _refuse(SKILL_FILE, f"the frontmatter is not valid YAML{where}") from exc
+    except (ValueError, TypeError, KeyError, RecursionError, OverflowError) as exc:
+        raise _refuse(SKILL_FILE, "the frontmatter has a value YAML cannot read") from exc
     if not isinstance(data, dict):
         raise _refuse(SKILL_FILE, "the frontmatter is a mapping of fields")
     return data, text[match.end() :]
+
+
+def render_skill_md(frontmatter: dict[str, Any], body: str) -> str:
+    """SKILL.md written again from checked frontmatter: one field a line, each value in
+    JSON (a subset of YAML that every reader parses alike)."""
+    head = "".join(f"{key}: {json.dumps(value)}\n" for key, value in frontmatter.items())
+    return f"---\n{head}---\n{body}"
 
 
 def _check_frontmatter(data: dict[str, Any]) -> dict[str, Any]:
@@ -134,22 +168,35 @@ def _check_frontmatter(data: dict[str, Any]) -> dict[str, Any]:
     for key in ("disable-model-invocation", "user-invocable"):
         if key in data and not isinstance(data[key], bool):
             raise _refuse(SKILL_FILE, f"`{key}` is true or false")
+    version = data.get("version")
+    if version is not None and not isinstance(version, str | int | float):
+        raise _refuse(SKILL_FILE, "`version` is text or a number")
     tools = data.get("allowed-tools")
     if tools is not None and not (
         isinstance(tools, str)
         or (isinstance(tools, list) and all(isinstance(t, str) for t in tools))
     ):
         raise _refuse(SKILL_FILE, "`allowed-tools` is text or a list of text")
-    # What is stored must read back as JSON the same: dates and such become text.
-    checked = {k: v if isinstance(v, str | bool | dict | list) else str(v) for k, v in data.items()}
-    encoded = json.dumps(checked, ensure_ascii=False)
-    try:
-        encoded.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise _refuse(SKILL_FILE, "the frontmatter is valid Unicode") from exc
-    if "\\u0000" in encoded:
-        raise _refuse(SKILL_FILE, "the frontmatter has no NUL characters")
+    # Every value is now text, a flag, a text map or a text list; a version becomes text.
+    checked = {k: str(v) if k == "version" else v for k, v in data.items()}
+    for text in _texts(checked):
+        if "\x00" in text:
+            raise _refuse(SKILL_FILE, "the frontmatter has no NUL characters")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise _refuse(SKILL_FILE, "the frontmatter is valid Unicode") from exc
     return checked
+
+
+def _texts(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [t for k, v in value.items() for t in (*_texts(k), *_texts(v))]
+    if isinstance(value, list):
+        return [t for v in value for t in _texts(v)]
+    return []
 
 
 def check_folder(
@@ -171,6 +218,11 @@ def check_folder(
         if path in checked:
             raise _refuse(raw, "each path appears once")
         checked[path] = data
+    folders = {p.rsplit("/", 1)[0] for p in checked if "/" in p}
+    folders |= {f.rsplit("/", i)[0] for f in folders for i in range(f.count("/") + 1)}
+    for path in checked:
+        if path in folders:
+            raise _refuse(path, "a path is a file or a folder, not both")
     skill_md = checked.get(SKILL_FILE)
     if skill_md is None:
         raise _refuse(SKILL_FILE, "a skill has a SKILL.md at its root")
@@ -186,6 +238,16 @@ def check_folder(
 
 
 def read_zip(data: bytes, limits: SkillLimits) -> SkillFolder:
+    """See `_read_zip`; a zip the zipfile module chokes on in any way is a 422."""
+    try:
+        return _read_zip(data, limits)
+    except AppError:
+        raise
+    except Exception as exc:
+        raise _refuse("(archive)", "is a valid zip file") from exc
+
+
+def _read_zip(data: bytes, limits: SkillLimits) -> SkillFolder:
     """A zip of the skill folder: SKILL.md at its root, or inside one enclosing folder
     (whose name must be the skill's). Entries are checked before anything is read:
     traversal, absolute paths, links, duplicates, encrypted entries, and the caps on

@@ -59,11 +59,15 @@ def _name_taken() -> ConflictError:
     )
 
 
+def _command_taken() -> ConflictError:
+    return ConflictError(
+        "Another skill of this tenant has that slash command", code="COMMAND_TAKEN"
+    )
+
+
 _CONFLICTS = {
     "uq_skills_tenant_id_name": _name_taken,
-    "uq_skills_tenant_id_slash_command": lambda: ConflictError(
-        "Another skill of this tenant has that slash command", code="COMMAND_TAKEN"
-    ),
+    "uq_skills_tenant_id_slash_command": _command_taken,
     "pk_skill_versions": lambda: ConflictError(
         "The skill was changed at the same moment by another request; try again"
     ),
@@ -111,6 +115,14 @@ async def create_skill(
     )
     if existing is not None:
         raise _name_taken()
+    command = meta.slash_command or folder.name
+    taken = await session.scalar(
+        select(Skill.skill_id).where(
+            Skill.tenant_id == scope.tenant_id, Skill.slash_command == command
+        )
+    )
+    if taken is not None:  # checked before any file is stored
+        raise _command_taken()
     skill = Skill(
         skill_id=uuid.uuid4(),
         tenant_id=scope.tenant_id,
@@ -191,6 +203,8 @@ async def update_skill(
     current = await get_version(session, scope, skill)
     if current.digest != digest_of(manifest_of(folder.files)):
         await _new_version(session, store, skill, folder, created_by)
+        if "user-invocable" in folder.frontmatter and meta.is_user_selectable is None:
+            skill.is_user_selectable = folder.frontmatter["user-invocable"] is not False
     _apply_meta(skill, meta)
     await flush_mapping_violations(session, _CONFLICTS)
     return skill
@@ -310,11 +324,8 @@ def parse_command(user_input: str) -> tuple[str, str] | None:
     leading space are text)."""
     if not user_input.startswith("/") or user_input.startswith("//"):
         return None
-    head, _, rest = user_input[1:].partition("\n")
-    command, _, arguments = head.partition(" ")
-    if rest:
-        arguments = f"{arguments}\n{rest}" if arguments else rest
-    return command, arguments.strip()
+    command, *rest = user_input[1:].split(maxsplit=1)
+    return command, rest[0].strip() if rest else ""
 
 
 async def resolve_command(

@@ -86,10 +86,23 @@ async def resolve_public(host: str, port: int, *, allow_hosts: Iterable[str] = (
     addresses = [str(info[4][0]) for info in infos]
     if not addresses:
         raise BlockedAddressError(f"{host} does not resolve")
-    if host in {h.lower() for h in allow_hosts}:
+    allowed = [h.strip().lower() for h in allow_hosts]
+    if host in allowed:
         return addresses[0]
+    networks = [n for n in map(_network, allowed) if n is not None]
     for text in addresses:
         address = parse_address(text)
-        if address is None or not is_public(address):
+        if address is None:
+            raise BlockedAddressError(f"{host} is not a public address")
+        if not is_public(address) and not any(address in n for n in networks):
             raise BlockedAddressError(f"{host} is not a public address")
     return addresses[0]
+
+
+def _network(entry: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    """An allow-list entry that names addresses (`10.0.0.0/8`, `10.1.2.3`), or None for a
+    host name."""
+    try:
+        return ipaddress.ip_network(entry.strip("[]"), strict=False)
+    except ValueError:
+        return None

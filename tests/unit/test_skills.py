@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.services.execute.skillset import without_own_model
+from app.services.execute.skillset import cli_skill_md
 from app.services.skill_files import split_frontmatter
 from app.services.skills import parse_command
 
@@ -17,6 +17,8 @@ from app.services.skills import parse_command
         ("/report", ("report", "")),
         ("/report  Q3 \n and Europe", ("report", "Q3 \n and Europe")),
         ("/report\nline two", ("report", "line two")),
+        ("/report\tQ3", ("report", "Q3")),
+        ("/report\r\nQ3", ("report", "Q3")),
         ("//report as text", None),
         (" /report", None),
         ("report", None),
@@ -26,10 +28,9 @@ def test_commands_as_typed(typed: str, parsed: tuple[str, str] | None) -> None:
     assert parse_command(typed) == parsed
 
 
-def test_a_skill_cannot_choose_its_own_model() -> None:
-    original = b"---\nname: x\ndescription: Does x.\nmodel: claude-opus-4\n---\nBody $ARGUMENTS\n"
-    frontmatter, body = split_frontmatter(without_own_model(original).decode())
-    assert frontmatter == {"name": "x", "description": "Does x."}
-    assert body == "Body $ARGUMENTS\n"
-    plain = b"---\nname: x\ndescription: Does x.\n---\nBody\n"
-    assert without_own_model(plain) == plain
+def test_the_cli_gets_checked_frontmatter_without_a_model() -> None:
+    original = b"---\nname: x\ndescription: 'Does: x'\nmodel: claude-opus-4\n---\nBody $ARGUMENTS\n"
+    written = cli_skill_md(original).decode()
+    assert written == '---\nname: "x"\ndescription: "Does: x"\n---\nBody $ARGUMENTS\n'
+    frontmatter, _ = split_frontmatter(written)
+    assert frontmatter == {"name": "x", "description": "Does: x"}

@@ -39,7 +39,7 @@ async def open_agent(
     else:
         process = AgentProcess(Path(tempfile.mkdtemp(dir=runtime.runtime_dir)))
     try:
-        if inputs is not None and inputs.mcp:
+        if inputs is not None and any(p.type != "builtin" for p in inputs.mcp):
             await _connect_mcp(runtime, process, inputs)
         build = AgentBuild(spec, runtime, process, workspace)
         for part in PARTS:
@@ -53,7 +53,7 @@ async def open_agent(
 async def _connect_mcp(runtime: AgentRuntime, process: AgentProcess, inputs: RunInputs) -> None:
     """Connect to every server at once; one that fails is left out (and said), the rest
     serve the run."""
-    upstreams = [Upstream(plan) for plan in inputs.mcp]
+    upstreams = [Upstream(plan) for plan in inputs.mcp if plan.type != "builtin"]
     results = await asyncio.gather(
         *(u.open(runtime.allow_hosts) for u in upstreams), return_exceptions=True
     )

@@ -105,7 +105,7 @@ class ToolPolicy:
             return "Shell commands run in the foreground, within the run."
         if tool_name == "Skill":
             skill = tool_input.get("skill")
-            if not isinstance(skill, str) or skill.strip().lstrip("/") not in self.skills:
+            if not isinstance(skill, str) or skill.strip() not in self.skills:
                 return "That skill is not available here."
         if tool_name == "WebFetch":
             return await self._url_refusal(tool_input.get("url"))

@@ -316,6 +316,9 @@ async def _drive(
         skills=tuple((s.name, s.version, s.digest) for s in begun.skills),
         mcp_servers=tuple((p.name, p.digest) for p in inputs.mcp),
         mcp_notes=tuple((p.name, p.description) for p in inputs.mcp if p.description),
+        builtin_servers=tuple(
+            (p.name, str(p.config["name"])) for p in inputs.mcp if p.type == "builtin"
+        ),
     )
     credentials = inputs.credentials()
     session = ctx.warm.take(spec.conversation_id, spec, begun.previous_run_id, credentials)

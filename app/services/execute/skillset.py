@@ -14,14 +14,14 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-import yaml
-
-from app.services.skill_files import SKILL_FILE, split_frontmatter
+from app.services.skill_files import SKILL_FILE, render_skill_md, split_frontmatter
 from app.services.skills import ActiveSkill, blob_key
 from app.services.storage import ObjectStore
 
 # Skills are named `tenant:<name>` for the model.
 PLUGIN = "tenant"
+# How a set's folder is made: a change here makes every node make its sets again.
+LAYOUT = 2
 
 
 def tenant_skillsets(data_dir: Path, tenant_id: str) -> Path:
@@ -30,7 +30,7 @@ def tenant_skillsets(data_dir: Path, tenant_id: str) -> Path:
 
 def skillset_dir(data_dir: Path, tenant_id: str, skills: Sequence[tuple[str, int, str]]) -> Path:
     """The folder of this set of (name, version, digest): equal sets share one."""
-    key = hashlib.sha256(json.dumps(sorted(skills)).encode()).hexdigest()[:32]
+    key = hashlib.sha256(json.dumps([LAYOUT, sorted(skills)]).encode()).hexdigest()[:32]
     return tenant_skillsets(data_dir, tenant_id) / key
 
 
@@ -57,7 +57,7 @@ async def materialise(
             for path, sha256 in skill.manifest:
                 data = await store.get(blob_key(tenant_id, skill.skill_id, sha256))
                 if path == SKILL_FILE:
-                    data = without_own_model(data)
+                    data = cli_skill_md(data)
                 await asyncio.to_thread(_write, folder / path, data)
         try:
             await asyncio.to_thread(os.rename, staging, target)
@@ -74,16 +74,14 @@ _PLUGIN_JSON = json.dumps(
 ).encode()
 
 
-def without_own_model(skill_md: bytes) -> bytes:
-    """SKILL.md as the CLI gets it: without a `model` of its own, so a skill cannot move
-    a run off the tenant's model (its prices, its provider's model ids). The stored file
-    keeps it."""
+def cli_skill_md(skill_md: bytes) -> bytes:
+    """SKILL.md as the CLI gets it: its checked frontmatter written again in a form every
+    YAML reader parses alike (so the CLI cannot read fields the checks did not see), and
+    without a `model` of its own, so a skill cannot move a run off the tenant's model (its
+    prices, its provider's model ids). The stored file stays as uploaded."""
     frontmatter, body = split_frontmatter(skill_md.decode())
-    if "model" not in frontmatter:
-        return skill_md
-    del frontmatter["model"]
-    head = yaml.safe_dump(frontmatter, sort_keys=False, allow_unicode=True)
-    return f"---\n{head}---\n{body}".encode()
+    frontmatter.pop("model", None)
+    return render_skill_md(frontmatter, body).encode()
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -95,7 +93,7 @@ def command_prompt(skillset: Path, name: str, arguments: str) -> str:
     """What a `/command args` sends the agent: the skill's instructions (as the Skill
     tool would give them) with its arguments."""
     folder = skill_folder(skillset, name)
-    _, body = split_frontmatter((folder / SKILL_FILE).read_text())
+    _, body = split_frontmatter((folder / SKILL_FILE).read_text(encoding="utf-8"))
     if "$ARGUMENTS" in body:
         body = body.replace("$ARGUMENTS", arguments)
     elif arguments:

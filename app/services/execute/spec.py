@@ -51,6 +51,8 @@ class RunSpec:
     # and what the agent is told of each: (name, description).
     mcp_servers: tuple[tuple[str, str], ...] = ()
     mcp_notes: tuple[tuple[str, str], ...] = ()
+    # The service's own servers the tenant added: (server name, built-in name).
+    builtin_servers: tuple[tuple[str, str], ...] = ()
 
     def skillset(self, data_dir: Path) -> Path | None:
         """The plugin folder of the run's skills (made before the process starts)."""

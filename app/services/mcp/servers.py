@@ -26,6 +26,11 @@ from app.services.secrets import Vault, read_secrets
 # The service's own servers a tenant may add by name (`present_files` is always there).
 BUILTINS: dict[str, tuple[str, list[str]]] = {
     "workspace": ("The conversation's files: show files to the user", ["present_files"]),
+    "web": (
+        "Fetch public web pages, through the service's outbound guard (the agent's own "
+        "process stays offline)",
+        ["fetch"],
+    ),
 }
 SUPPORTED_TYPES = ("http", "sse", "builtin")
 _CONFLICTS = {
@@ -136,6 +141,17 @@ async def plan_servers(
     plans = []
     for server in servers:
         if server.type == "builtin":
+            plans.append(
+                ServerPlan(
+                    name=server.name,
+                    type="builtin",
+                    config=dict(server.config),
+                    allowed_tools=None,
+                    timeout_seconds=server.timeout_seconds,
+                    digest=_digest(server),
+                    description=server.description,
+                )
+            )
             continue
         wanted = placeholders.check(server.config)
         secrets = await read_secrets(

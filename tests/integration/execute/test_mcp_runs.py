@@ -15,6 +15,10 @@ import psutil
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import URL, text
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, RedirectResponse
+from starlette.routing import Route
 
 from tests.conftest import TenantFixture, assert_error, create_tenant
 from tests.integration.execute.streams import (
@@ -26,6 +30,7 @@ from tests.integration.execute.streams import (
     running_service,
     stream_turn,
 )
+from tests.integration.live_server import serve
 from tests.integration.mcp_servers import crm
 
 SECRET = "sk-crm-secret-1234567890"
@@ -186,3 +191,51 @@ async def test_an_unresolved_placeholder_is_422_before_any_run(
         404,
         "NOT_FOUND",
     )
+
+
+def _site() -> Starlette:
+    async def page(_: Request) -> PlainTextResponse:
+        return PlainTextResponse("HELLO-FROM-THE-PAGE")
+
+    async def to_private(_: Request) -> RedirectResponse:
+        return RedirectResponse("http://10.0.0.1/secret", status_code=302)
+
+    async def to_metadata(_: Request) -> RedirectResponse:
+        return RedirectResponse("http://169.254.169.254/latest/meta-data/", status_code=302)
+
+    return Starlette(
+        routes=[
+            Route("/page", page),
+            Route("/to-private", to_private),
+            Route("/to-metadata", to_metadata),
+        ]
+    )
+
+
+async def test_the_builtin_web_fetch_goes_through_the_guard(
+    service: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    _, client = service
+    tenant = await create_tenant(client, "acme")
+    body = {"name": "web", "type": "builtin", "config": {"name": "web"}}
+    created = await client.post(tenant.url("/mcp-servers"), json=body, headers=tenant.headers)
+    assert created.status_code == 201, created.text
+    with serve(_site()) as base:  # type: ignore[arg-type]
+        cid = await new_conversation(client, tenant)
+        stream = await stream_turn(
+            client,
+            tenant,
+            cid,
+            hostile(
+                ["mcp__web__fetch", {"url": f"{base}/page"}],
+                ["mcp__web__fetch", {"url": f"{base}/to-private"}],
+                ["mcp__web__fetch", {"url": f"{base}/to-metadata"}],
+                ["mcp__web__fetch", {"url": "http://[::ffff:169.254.169.254]/"}],
+                ["mcp__web__fetch", {"url": "file:///etc/passwd"}],
+                ["mcp__web__fetch", {"url": "http://2130706434:5432/"}],  # 127.0.0.2
+            ),
+        )
+    entries = report(stream)
+    assert "HELLO-FROM-THE-PAGE" in entries[0], entries
+    for entry in entries[1:]:
+        assert "not allowed" in entry or "only follows http" in entry, entry

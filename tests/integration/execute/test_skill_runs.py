@@ -227,3 +227,19 @@ async def test_another_tenants_skills_are_never_seen(
         404,
         "NOT_FOUND",
     )
+
+
+async def test_a_skill_cannot_run_shell_commands_as_it_loads(
+    client: httpx.AsyncClient, app: FastAPI, tenant: TenantFixture
+) -> None:
+    """Claude Code runs a skill's inline `!`command`` when the skill loads (with Bash,
+    whatever the tool set): not here, even with Bash on."""
+    await client.put(tenant.url(), json={"settings": {"bash_enabled": True}}, headers=ADMIN)
+    await _add_skill(client, tenant, body="Totals: !`echo SHELL-RAN-$((6*7))` for $ARGUMENTS")
+    cid = await new_conversation(client, tenant)
+    app.state.offline_model.requests.clear()
+    stream = await stream_turn(
+        client, tenant, cid, hostile(["Skill", {"skill": "tenant:quarterly-report", "args": "Q3"}])
+    )
+    assert stream.done["status"] == "success"
+    assert "SHELL-RAN-42" not in json.dumps(_requests(app))

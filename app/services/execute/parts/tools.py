@@ -24,9 +24,8 @@ def apply(build: AgentBuild) -> None:
         allowed,
         build.runtime.allow_hosts,
         read_only=(skillset,) if skillset is not None else (),
-        skills=frozenset(
-            name for skill, _, _ in build.spec.skills for name in (skill, qualified(skill))
-        ),
+        # Only `tenant:<name>`: a bare name could mean one of the CLI's own skills.
+        skills=frozenset(qualified(skill) for skill, _, _ in build.spec.skills),
     )
     build.options["tools"] = list(tools)
     build.options["hooks"] = policy.hooks()

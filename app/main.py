@@ -14,6 +14,7 @@ from typing import Any
 import structlog
 from alembic.script import ScriptDirectory
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from sqlalchemy.exc import SQLAlchemyError
 
 from app import db
@@ -169,6 +170,12 @@ async def _agent_runtime(
     )
 
 
+def _operation_id(route: APIRoute) -> str:
+    """Short operation ids (`workspace_upload_file`): what generated clients name their
+    methods and an agent its tools, within the 64 characters a tool name may have."""
+    return f"{route.tags[0]}_{route.name}" if route.tags else route.name
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging(settings.log_level, json_output=settings.is_production)
@@ -177,6 +184,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="Multi-tenant service that runs Claude agents for organisations.",
         lifespan=lifespan,
+        generate_unique_id_function=_operation_id,
     )
     app.state.settings = settings
     install_error_handlers(app)

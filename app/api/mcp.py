@@ -20,8 +20,9 @@ from app.schemas.integrations import (
 )
 from app.services.execute.executor import RunExecutor
 from app.services.mcp import servers as service
-from app.services.mcp.proxy import Upstream, failure_reason
+from app.services.mcp.proxy import failure_reason
 from app.services.mcp.servers import BUILTINS
+from app.services.mcp.upstream import Upstream
 
 router = APIRouter(prefix="/api/tenants/{tenant_id}/mcp-servers", tags=["mcp"])
 

@@ -38,6 +38,38 @@ class RemoteServerConfig(Schema):
     headers: dict[HeaderName, HeaderValue] = Field(default_factory=dict, max_length=50)
 
 
+class BasicAuthConfig(Schema):
+    username: HeaderValue
+    password: HeaderValue
+
+
+class OpenApiFilter(Schema):
+    """Operations to leave out: those with one of these methods, a path matching this
+    regular expression, and one of these tags (each given part must match)."""
+
+    methods: list[Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]] | None = None
+    path: Annotated[str, StringConstraints(max_length=500)] | None = None
+    tags: list[Annotated[str, StringConstraints(max_length=200)]] | None = None
+
+
+class OpenApiServerConfig(Schema):
+    """`openapi`: a REST API, one tool per operation (named by its operationId)."""
+
+    spec: dict[str, Any] | Annotated[str, StringConstraints(max_length=5 * 1024 * 1024)] | None = (
+        Field(default=None, description="The document: a JSON object, or JSON or YAML text")
+    )
+    spec_url: (
+        Annotated[SafeStr, StringConstraints(max_length=2048, pattern=r"^https?://")] | None
+    ) = Field(default=None, description="Where to fetch the document (through the guard)")
+    base_url: Annotated[SafeStr, StringConstraints(max_length=2048, pattern=r"^https?://")]
+    headers: dict[HeaderName, HeaderValue] = Field(default_factory=dict, max_length=50)
+    query: dict[Annotated[str, StringConstraints(max_length=100)], HeaderValue] = Field(
+        default_factory=dict, max_length=20, description="e.g. an API key sent in the query"
+    )
+    basic: BasicAuthConfig | None = None
+    exclude: list[OpenApiFilter] = Field(default_factory=list, max_length=50)
+
+
 class BuiltinServerConfig(Schema):
     name: Literal["workspace", "web"]
 

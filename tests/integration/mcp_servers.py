@@ -7,7 +7,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from fastapi import FastAPI, Request
 from mcp.server import MCPServer
+from pydantic import BaseModel
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tests.integration.live_server import serve
@@ -60,3 +62,42 @@ def crm(transport: str = "http") -> Iterator[tuple[str, HeaderLog]]:
     # Uvicorn runs the wrapped app's lifespan through the wrapper.
     with serve(logged) as base:  # type: ignore[arg-type]
         yield (f"{base}/mcp" if transport == "http" else f"{base}/sse"), logged
+
+
+class Order(BaseModel):
+    item: str
+    qty: int
+
+
+def shop_app() -> tuple[FastAPI, list[dict[str, str]]]:
+    """A small REST API with an OpenAPI document; it records each request's headers.
+    Its key is checked from the headers, not declared, so no tool asks the agent for it."""
+    app = FastAPI()
+    seen: list[dict[str, str]] = []
+
+    @app.middleware("http")
+    async def record(request: Request, call_next: Any) -> Any:
+        seen.append(dict(request.headers))
+        return await call_next(request)
+
+    @app.get("/customers/{customer_id}", operation_id="get_customer")
+    async def get_customer(customer_id: str) -> dict[str, str]:
+        return {"customer": customer_id, "tier": "gold"}
+
+    @app.delete("/customers/{customer_id}", operation_id="delete_customer")
+    async def delete_customer(customer_id: str) -> dict[str, str]:
+        return {"deleted": customer_id}
+
+    @app.post("/orders", operation_id="create_order")
+    async def create_order(order: Order) -> dict[str, object]:
+        return {"ordered": order.item, "qty": order.qty}
+
+    @app.get("/whoami", operation_id="whoami")
+    async def whoami(request: Request) -> dict[str, str | None]:
+        return {"key": request.headers.get("x-api-key")}
+
+    @app.get("/big", operation_id="big")
+    async def big() -> dict[str, str]:
+        return {"text": "x" * 300_000}
+
+    return app, seen

@@ -39,7 +39,7 @@ async def test_configs_are_checked_and_kept_as_written(
     )
     assert replaced.json()["status"] == "disabled" and replaced.json()["description"] == "Tiers"
     catalogue = await client.get(f"{url}/builtin", headers=tenant.headers)
-    assert [b["name"] for b in catalogue.json()] == ["workspace"]
+    assert [b["name"] for b in catalogue.json()] == ["workspace", "web"]
     builtin = await client.post(
         url,
         json={"name": "files", "type": "builtin", "config": {"name": "workspace"}},
@@ -74,6 +74,26 @@ async def test_configs_are_checked_and_kept_as_written(
         (server(config={"url": "https://x/mcp", "extra": 1}), "VALIDATION_ERROR"),
         (server(type="builtin", config={"name": "shell"}), "VALIDATION_ERROR"),
         (server(timeout_seconds=0), "VALIDATION_ERROR"),
+        (server(type="openapi", config={"base_url": "https://x"}), "VALIDATION_ERROR"),
+        (
+            server(
+                type="openapi",
+                config={"base_url": "https://x", "spec": {}, "spec_url": "https://x/o"},
+            ),
+            "VALIDATION_ERROR",
+        ),
+        (
+            server(
+                type="openapi",
+                config={"base_url": "https://${secrets.H}", "spec_url": "https://x/o"},
+            ),
+            "BAD_PLACEHOLDER",
+        ),
+        (
+            server(type="openapi", config={"base_url": "https://x", "spec": {"nope": 1}}),
+            "BAD_OPENAPI",
+        ),
+        (server(type="openapi", config={"base_url": "https://x", "spec": "- [a"}), "BAD_OPENAPI"),
     ],
 )
 async def test_bad_configs_are_422(

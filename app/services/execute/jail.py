@@ -23,7 +23,8 @@ import structlog
 
 from app.services.execute.egress import EgressBridge, Endpoint
 from app.services.execute.present import Presenter
-from app.services.mcp.proxy import ProxyCalls, Upstream
+from app.services.mcp.proxy import ProxyCalls
+from app.services.mcp.upstream import Upstream
 
 log = structlog.get_logger(__name__)
 

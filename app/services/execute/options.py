@@ -14,7 +14,8 @@ from app.services.execute.jail import AgentProcess
 from app.services.execute.parts import PARTS
 from app.services.execute.parts.network import jailed_network
 from app.services.execute.spec import AgentBuild, AgentRuntime, RunInputs, RunSpec, workspace_dir
-from app.services.mcp.proxy import Upstream, failure_reason
+from app.services.mcp.proxy import failure_reason
+from app.services.mcp.upstream import Upstream
 
 
 async def open_agent(

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import httpx2
 import structlog
@@ -24,9 +24,22 @@ from app.utils.addresses import BlockedAddressError, resolve_public
 
 log = structlog.get_logger(__name__)
 
-# What one tool result may hold before it is cut (the agent is told).
-MAX_RESULT_CHARS = 100_000
+# What one tool result may hold before it is cut (the agent is told): under the CLI's
+# own limit for MCP output (~25,000 tokens), past which it writes the result to a file
+# outside the workspace, where the policy will not let the agent read it.
+MAX_RESULT_CHARS = 40_000
 REDACTED = "[redacted]"
+
+
+class ToolClient(Protocol):
+    """What the proxy needs of a server's client: an MCP client, or the in-process
+    client of a server generated from an OpenAPI document."""
+
+    async def list_tools(self, *, cursor: str | None = None) -> Any: ...
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], read_timeout_seconds: float | None = None
+    ) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -137,7 +150,7 @@ def allowed(tools: Sequence[types.Tool], patterns: Sequence[str] | None) -> list
     return [t for t in tools if any(fnmatch.fnmatchcase(t.name, p) for p in patterns)]
 
 
-async def list_allowed_tools(client: Client, plan: ServerPlan) -> list[types.Tool]:
+async def list_allowed_tools(client: ToolClient, plan: ServerPlan) -> list[types.Tool]:
     tools: list[types.Tool] = []
     cursor: str | None = None
     async with asyncio.timeout(plan.timeout_seconds):
@@ -180,7 +193,7 @@ class ProxyCalls:
 
 
 def proxy_server(
-    plan: ServerPlan, client: Client, tools: Sequence[types.Tool], calls: ProxyCalls
+    plan: ServerPlan, client: ToolClient, tools: Sequence[types.Tool], calls: ProxyCalls
 ) -> McpSdkServerConfig:
     """The in-process server the CLI gets: the allowed tools, each call forwarded."""
 
@@ -231,54 +244,3 @@ __all__ = [
     "proxy_server",
     "redact",
 ]
-
-
-@dataclass
-class Upstream:
-    """One server's connection, owned by a task of its own (its client's task groups
-    must be left in the task that entered them), for as long as the agent process that
-    uses it lives; `close()` ends it."""
-
-    plan: ServerPlan
-    client: Client | None = None
-    tools: list[types.Tool] = field(default_factory=list)
-    _stop: asyncio.Event = field(default_factory=asyncio.Event)
-    _task: asyncio.Task[None] | None = None
-
-    async def open(self, allow_hosts: Iterable[str]) -> None:
-        """Connect and list the allowed tools; raises what failed (within the timeout)."""
-        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._task = asyncio.create_task(
-            self._own(tuple(allow_hosts), ready), name=f"mcp-{self.plan.name}"
-        )
-        try:
-            await ready
-        except BaseException:
-            await self.close()
-            raise
-
-    async def _own(self, allow_hosts: tuple[str, ...], ready: asyncio.Future[None]) -> None:
-        try:
-            async with AsyncExitStack() as stack:
-                self.client = await connect(self.plan, allow_hosts, stack)
-                self.tools = await list_allowed_tools(self.client, self.plan)
-                ready.set_result(None)
-                await self._stop.wait()
-        except BaseException as exc:
-            if not ready.done():
-                ready.set_exception(exc)
-            elif not isinstance(exc, asyncio.CancelledError):
-                log.warning(
-                    "mcp_connection_ended", server=self.plan.name, error_type=type(exc).__name__
-                )
-        finally:
-            self.client = None
-
-    async def close(self) -> None:
-        self._stop.set()
-        if self._task is not None:
-            try:
-                async with asyncio.timeout(10):
-                    await asyncio.shield(self._task)
-            except (TimeoutError, Exception):
-                self._task.cancel()

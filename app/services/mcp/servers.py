@@ -3,6 +3,7 @@ them: each active server's config with its placeholders substituted, in memory."
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import uuid
@@ -15,9 +16,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import ConflictError, UnprocessableError
 from app.models import McpServer
-from app.schemas.integrations import BuiltinServerConfig, McpServerWrite, RemoteServerConfig
+from app.schemas.common import Schema
+from app.schemas.integrations import (
+    BuiltinServerConfig,
+    McpServerWrite,
+    OpenApiServerConfig,
+    RemoteServerConfig,
+)
 from app.services.integrity import flush_mapping_violations
 from app.services.mcp import placeholders
+from app.services.mcp.openapi import check_document, parse_spec
 from app.services.mcp.proxy import ServerPlan
 from app.services.pagination import paginate
 from app.services.scope import TenantScope
@@ -32,7 +40,7 @@ BUILTINS: dict[str, tuple[str, list[str]]] = {
         ["fetch"],
     ),
 }
-SUPPORTED_TYPES = ("http", "sse", "builtin")
+SUPPORTED_TYPES = ("http", "sse", "builtin", "openapi")
 _CONFLICTS = {
     "uq_mcp_servers_tenant_id_name": lambda: ConflictError(
         "The tenant has an MCP server of that name", code="SERVER_EXISTS"
@@ -47,14 +55,22 @@ def _checked_config(body: McpServerWrite) -> dict[str, Any]:
             f"(supported: {', '.join(SUPPORTED_TYPES)})",
             code="UNSUPPORTED_SERVER_TYPE",
         )
-    model = BuiltinServerConfig if body.type == "builtin" else RemoteServerConfig
+    models: dict[str, type[Schema]] = {
+        "builtin": BuiltinServerConfig,
+        "openapi": OpenApiServerConfig,
+    }
+    model = models.get(body.type, RemoteServerConfig)
     try:
-        config = model.model_validate(body.config).model_dump()
+        config = model.model_validate(body.config).model_dump(exclude_none=True)
     except ValidationError as exc:
         details = [{"loc": ["config", *e["loc"]], "msg": e["msg"]} for e in exc.errors()]
         raise UnprocessableError(
             f"The config of a {body.type} server is not valid", details=details
         ) from exc
+    if body.type == "openapi":
+        _check_openapi(config)
+        placeholders.check({k: v for k, v in config.items() if k != "spec"})
+        return config
     placeholders.check(config)
     if body.type in ("http", "sse"):
         url = urlsplit(config["url"])
@@ -69,19 +85,40 @@ def _checked_config(body: McpServerWrite) -> dict[str, Any]:
     return config
 
 
+def _check_openapi(config: dict[str, Any]) -> None:
+    if ("spec" in config) == ("spec_url" in config):
+        raise UnprocessableError("Give the OpenAPI document as `spec` or `spec_url` (one)")
+    for key in ("base_url", "spec_url"):
+        if key in config and placeholders.ANY_PLACEHOLDER.search(config[key]):
+            raise UnprocessableError(
+                f"Placeholders may be in headers, query and basic, not in `{key}`",
+                code="BAD_PLACEHOLDER",
+            )
+    if "spec" in config:
+        try:
+            spec = (
+                config["spec"] if isinstance(config["spec"], dict) else parse_spec(config["spec"])
+            )
+            check_document(spec, config)
+        except Exception as exc:
+            raise UnprocessableError(
+                f"The OpenAPI document cannot be used: {str(exc)[:300]}", code="BAD_OPENAPI"
+            ) from exc
+
+
 async def create_server(
     session: AsyncSession, scope: TenantScope, body: McpServerWrite
 ) -> McpServer:
     row = McpServer(server_id=uuid.uuid4(), tenant_id=scope.tenant_id)
-    _fill(row, body)
+    await _fill(row, body)
     session.add(row)
     await flush_mapping_violations(session, _CONFLICTS)
     await session.refresh(row)
     return row
 
 
-def _fill(row: McpServer, body: McpServerWrite) -> None:
-    row.config = _checked_config(body)
+async def _fill(row: McpServer, body: McpServerWrite) -> None:
+    row.config = await asyncio.to_thread(_checked_config, body)
     row.name, row.type = body.name, body.type
     row.allowed_tools = body.allowed_tools
     row.description = body.description
@@ -106,7 +143,7 @@ async def replace_server(
     session: AsyncSession, scope: TenantScope, server_id: uuid.UUID, body: McpServerWrite
 ) -> McpServer:
     row = await get_server(session, scope, server_id, for_update=True)
-    _fill(row, body)
+    await _fill(row, body)
     await flush_mapping_violations(session, _CONFLICTS)
     await session.refresh(row)
     return row

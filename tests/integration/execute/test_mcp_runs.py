@@ -31,7 +31,7 @@ from tests.integration.execute.streams import (
     stream_turn,
 )
 from tests.integration.live_server import serve
-from tests.integration.mcp_servers import crm
+from tests.integration.mcp_servers import crm, shop_app
 
 SECRET = "sk-crm-secret-1234567890"
 TOKEN = "utok-end-user-987654321"
@@ -239,3 +239,80 @@ async def test_the_builtin_web_fetch_goes_through_the_guard(
     assert "HELLO-FROM-THE-PAGE" in entries[0], entries
     for entry in entries[1:]:
         assert "not allowed" in entry or "only follows http" in entry, entry
+
+
+async def test_an_openapi_api_as_tools(service: tuple[FastAPI, httpx.AsyncClient]) -> None:
+    app, client = service
+    tenant = await create_tenant(client, "acme")
+    await client.put(
+        tenant.url("/secrets/SHOP_KEY"), json={"value": SECRET}, headers=tenant.headers
+    )
+    shop, seen = shop_app()
+    with serve(shop) as base:
+        body = {
+            "name": "shop",
+            "type": "openapi",
+            "config": {
+                "spec_url": f"{base}/openapi.json",
+                "base_url": base,
+                "headers": {"X-API-Key": "${secrets.SHOP_KEY}"},
+                "exclude": [{"methods": ["DELETE"]}],
+            },
+        }
+        created = await client.post(tenant.url("/mcp-servers"), json=body, headers=tenant.headers)
+        assert created.status_code == 201, created.text
+        cid = await new_conversation(client, tenant)
+        stream = await stream_turn(
+            client,
+            tenant,
+            cid,
+            hostile(
+                ["mcp__shop__get_customer", {"customer_id": "acme"}],
+                ["mcp__shop__create_order", {"item": "pen", "qty": 3}],
+                ["mcp__shop__whoami", {}],
+                ["mcp__shop__delete_customer", {"customer_id": "acme"}],
+                ["mcp__shop__big", {}],
+            ),
+        )
+    entries = report(stream)
+    assert ok(entries[0]) and "gold" in entries[0], (entries, stream.of("progress"))
+    assert ok(entries[1]) and '"qty":3' in entries[1].replace(" ", ""), entries[1]
+    assert "[redacted]" in entries[2] and SECRET not in entries[2]
+    assert not ok(entries[3])  # excluded by method
+    assert any(h.get("x-api-key") == SECRET for h in seen)
+    # The big answer reached the model cut, and saying so.
+    sent = json.dumps(list(app.state.offline_model.requests))
+    assert "the result was longer than 40000 characters" in sent and SECRET not in sent
+
+
+async def test_the_agent_uses_the_services_own_api_with_the_users_key(
+    service: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    """The service's own OpenAPI document as a tenant's server: the agent lists the
+    user's conversations with the key the front end passed as a request token."""
+    _, client = service
+    tenant = await create_tenant(client, "acme")
+    base = str(client.base_url).rstrip("/")
+    body = {
+        "name": "self",
+        "type": "openapi",
+        "config": {
+            "spec_url": f"{base}/openapi.json",
+            "base_url": base,
+            "headers": {"X-API-Key": "${request.api_key}"},
+        },
+        "allowed_tools": ["conversations_list_conversations"],
+    }
+    created = await client.post(tenant.url("/mcp-servers"), json=body, headers=tenant.headers)
+    assert created.status_code == 201, created.text
+    cid = await new_conversation(client, tenant, title="Planning Q3")
+    stream = await stream_turn(
+        client,
+        tenant,
+        cid,
+        hostile(["mcp__self__conversations_list_conversations", {"tenant_id": "acme"}]),
+        tokens={"api_key": tenant.headers["X-API-Key"]},
+    )
+    (entry,) = report(stream)
+    assert ok(entry) and "Planning Q3" in entry, entry
+    assert tenant.headers["X-API-Key"] not in entry

@@ -57,6 +57,16 @@ class StorageSettings(BaseModel):
         return self
 
 
+class StdioCommand(BaseModel):
+    """A STDIO MCP server an operator allows: the command (an absolute path), the
+    arguments a tenant's config must start with, and what the server may read besides the
+    system directories (its interpreter's and its own files)."""
+
+    command: str = Field(pattern=r"^/")
+    args_prefix: list[str] = Field(default_factory=list)
+    read_only: list[Path] = Field(default_factory=list)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_nested_delimiter="__")
 
@@ -134,6 +144,9 @@ class Settings(BaseSettings):
     # A skill's folder: at most this many files, and bytes in all (uncompressed).
     skill_max_files: int = Field(default=500, ge=1)
     skill_max_bytes: int = Field(default=8 * 1024 * 1024, ge=1)
+    # The STDIO MCP servers tenants may run, as JSON: [{"command", "args_prefix",
+    # "read_only"}]. Empty: none.
+    mcp_stdio_commands: list[StdioCommand] = Field(default_factory=list)
     # Hosts that agents' web fetches (and later MCP servers) may reach although they
     # resolve to private addresses: an operator's deliberate exception.
     outbound_allow_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)

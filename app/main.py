@@ -48,6 +48,7 @@ from app.services.execute.runner import ExecutionContext
 from app.services.execute.session_store import PostgresSessionStore
 from app.services.execute.spec import AgentRuntime, bundled_cli
 from app.services.execute.warm import WarmSessions
+from app.services.mcp.stdio import StdioJail
 from app.services.secrets import Vault
 from app.services.storage import create_store
 from app.services.workspace import FileCaps
@@ -167,6 +168,9 @@ async def _agent_runtime(
         bwrap=bwrap,
         allow_hosts=allow_hosts,
         refusal=refusal,
+        stdio=StdioJail(jail.bwrap, tuple(jail.common), tuple(settings.mcp_stdio_commands))
+        if jail is not None
+        else None,
     )
 
 

@@ -54,7 +54,8 @@ async def create_server(
 ) -> McpServerRead:
     """A server the tenant's agents reach through the service. Credentials go in headers
     as `${secrets.NAME}` or `${request.NAME}` (a token of the stream request)."""
-    row = await service.create_server(session, scope, body)
+    commands = request.app.state.settings.mcp_stdio_commands
+    row = await service.create_server(session, scope, body, commands)
     _retire_warm_sessions(request, scope.tenant_id)
     return McpServerRead.model_validate(row)
 
@@ -86,7 +87,8 @@ async def replace_server(
     server_id: ServerPath,
     body: McpServerWrite,
 ) -> McpServerRead:
-    row = await service.replace_server(session, scope, server_id, body)
+    commands = request.app.state.settings.mcp_stdio_commands
+    row = await service.replace_server(session, scope, server_id, body, commands)
     _retire_warm_sessions(request, scope.tenant_id)
     return McpServerRead.model_validate(row)
 
@@ -129,7 +131,10 @@ async def test_server(
     await session.commit()  # nothing is held while the server answers
     upstream = Upstream(plan)
     try:
-        await upstream.open(request.app.state.settings.outbound_allow_hosts)
+        executor: RunExecutor = request.app.state.executor
+        await upstream.open(
+            request.app.state.settings.outbound_allow_hosts, executor.ctx.agent.stdio
+        )
     except Exception as exc:
         raise UnprocessableError(
             f"MCP server {row.name}: {failure_reason(exc)}", code="MCP_CONNECT_FAILED"

@@ -70,6 +70,19 @@ class OpenApiServerConfig(Schema):
     exclude: list[OpenApiFilter] = Field(default_factory=list, max_length=50)
 
 
+class StdioServerConfig(Schema):
+    """`stdio`: a command from the operator's list, its arguments, its environment
+    (placeholders allowed there)."""
+
+    command: Annotated[SafeStr, StringConstraints(max_length=1024)]
+    args: list[Annotated[SafeStr, StringConstraints(max_length=1024)]] = Field(
+        default_factory=list, max_length=100
+    )
+    env: dict[
+        Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")], HeaderValue
+    ] = Field(default_factory=dict, max_length=50)
+
+
 class BuiltinServerConfig(Schema):
     name: Literal["workspace", "web"]
 

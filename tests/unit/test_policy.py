@@ -18,7 +18,7 @@ from app.services.execute.policy import ToolPolicy
 from app.services.execute.tools import DEFAULT_TOOLS, agent_tools
 
 CONTEXT = ToolPermissionContext()
-ALL_TOOLS = frozenset({*DEFAULT_TOOLS, "Bash", "WebFetch"})
+ALL_TOOLS = frozenset({*DEFAULT_TOOLS, "Bash", "WebFetch", "mcp__crm__read"})
 
 
 @pytest.fixture
@@ -39,6 +39,8 @@ def _allowed(workspace: Path) -> list[tuple[str, dict[str, Any]]]:
         ("Bash", {"command": "ls"}),
         ("Agent", {"prompt": "x", "description": "y"}),
         ("WebFetch", {"url": "https://93.184.215.14/", "prompt": "x"}),
+        # An MCP tool's `path` names something of its server, not a file here.
+        ("mcp__crm__read", {"path": "/customers/1"}),
     ]
 
 
@@ -58,6 +60,7 @@ def _denied(workspace: Path) -> list[tuple[str, dict[str, Any]]]:
         ("Bash", {"command": "sleep 60; touch late", "run_in_background": True}),
         ("SendMessage", {"to": "uds:/tmp/cc-socks/1.sock", "message": "hi"}),
         ("EnterWorktree", {}),
+        ("mcp__other__read", {"path": "x"}),
         ("CronCreate", {"cron": "* * * * *", "prompt": "x", "durable": True}),
         ("Monitor", {"command": "id"}),
         ("WebFetch", {"url": "http://127.0.0.1:8000/api/tenants", "prompt": "x"}),

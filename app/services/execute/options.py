@@ -56,7 +56,7 @@ async def _connect_mcp(runtime: AgentRuntime, process: AgentProcess, inputs: Run
     serve the run."""
     upstreams = [Upstream(plan) for plan in inputs.mcp if plan.type != "builtin"]
     results = await asyncio.gather(
-        *(u.open(runtime.allow_hosts) for u in upstreams), return_exceptions=True
+        *(u.open(runtime.allow_hosts, runtime.stdio) for u in upstreams), return_exceptions=True
     )
     for upstream, result in zip(upstreams, results, strict=True):
         if isinstance(result, BaseException):

@@ -76,6 +76,10 @@ class ToolPolicy:
         """Why this call may not run, or None if it may."""
         if tool_name not in self.tools:
             return f"The tool {tool_name} is not available here."
+        if tool_name.startswith("mcp__"):
+            # Served by the service (its own tools, or proxies of a tenant's servers):
+            # a `path` there is the server's business, not a file of this host.
+            return None
         root = self.workspace
         for key in _PATH_KEYS:
             value = tool_input.get(key)

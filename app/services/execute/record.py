@@ -19,6 +19,7 @@ from app.services.conversations import next_message_seq
 from app.services.execute.events import RunEventLog, done_data
 from app.services.execute.translate import Output, Translator
 from app.services.execute.usage import Tokens, catalog_match
+from app.utils.text import storable_text
 
 log = structlog.get_logger(__name__)
 
@@ -190,7 +191,11 @@ async def _finish(
 
     total, cost = Tokens(), Decimal(0)
     result_text = (
-        state.result.result if state.result is not None and not state.result.is_error else None
+        storable_text(state.result.result)
+        if state.result is not None
+        and not state.result.is_error
+        and state.result.result is not None
+        else None
     )
     session_id = translator.session_id
     turns = state.result.num_turns if state.result is not None else 0

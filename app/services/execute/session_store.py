@@ -16,6 +16,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.models import SdkSessionEntry
+from app.utils.text import storable
 
 
 class PostgresSessionStore:
@@ -34,7 +35,8 @@ class PostgresSessionStore:
                 "session_id": key["session_id"],
                 "subpath": key.get("subpath", ""),
                 "uuid": entry.get("uuid") if isinstance(entry.get("uuid"), str) else None,
-                "entry": dict(entry),
+                # A transcript may quote a NUL character: jsonb refuses it.
+                "entry": storable(dict(entry)),
             }
             for entry in entries
         ]

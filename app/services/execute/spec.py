@@ -19,6 +19,7 @@ from app.services.execute.providers import Provider
 from app.services.execute.session_store import PostgresSessionStore
 from app.services.execute.skillset import skillset_dir
 from app.services.mcp.proxy import ServerPlan
+from app.services.mcp.stdio import StdioJail
 
 
 def bundled_cli() -> Path:
@@ -97,6 +98,8 @@ class AgentRuntime:
     bwrap: Path | None = None
     # Hosts an operator lets web fetches reach although they are not public.
     allow_hosts: tuple[str, ...] = ()
+    # How STDIO MCP servers start here (None: they do not, without the jail).
+    stdio: StdioJail | None = None
     # Why runs are refused here (no jail could be made, and the operator did not turn the
     # jail off), or None.
     refusal: str | None = None

@@ -22,6 +22,8 @@ from claude_agent_sdk import (
 )
 from claude_agent_sdk.types import TaskNotificationMessage, TaskStartedMessage
 
+from app.utils.text import storable, storable_text
+
 PREVIEW_CHARS = 2000
 Event = tuple[str, dict[str, Any]]
 
@@ -106,6 +108,19 @@ class Translator:
         return "".join(self._partial)
 
     def translate(self, message: Any) -> Output:
+        """What an SDK message means for the client and the records, every string
+        storable (an agent's or a tool's output may hold NUL characters)."""
+        out = self._translate(message)
+        out.events = [(kind, storable(data)) for kind, data in out.events]
+        for record in out.messages:
+            record.content = storable(record.content)
+        for start in out.tool_starts:
+            start.input = storable(start.input)
+        for end in out.tool_ends:
+            end.output_preview = storable_text(end.output_preview)
+        return out
+
+    def _translate(self, message: Any) -> Output:
         out = Output()
         if isinstance(message, StreamEvent):
             self._stream_event(message, out)

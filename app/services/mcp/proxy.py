@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import os
 import time
 from collections.abc import Iterable, Sequence
 from contextlib import AsyncExitStack
@@ -18,8 +19,10 @@ import structlog
 from claude_agent_sdk import McpSdkServerConfig, SdkMcpTool, create_sdk_mcp_server
 from mcp import Client, types
 from mcp.client.sse import sse_client
+from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
+from app.services.mcp.stdio import StdioJail
 from app.utils.addresses import BlockedAddressError, resolve_public
 
 log = structlog.get_logger(__name__)
@@ -100,12 +103,26 @@ def _http_client(plan: ServerPlan, allow_hosts: Iterable[str], **kwargs: Any) ->
     )
 
 
-async def connect(plan: ServerPlan, allow_hosts: Iterable[str], stack: AsyncExitStack) -> Client:
+async def connect(
+    plan: ServerPlan,
+    allow_hosts: Iterable[str],
+    stack: AsyncExitStack,
+    stdio: StdioJail | None = None,
+) -> Client:
     """A connected client of the server, closed with `stack`."""
+    if plan.type == "stdio":
+        if stdio is None:
+            raise RuntimeError("STDIO servers run only in the agent jail, which is off here")
+        # What the server prints on stderr (its environment, say) is not logged.
+        errlog = stack.enter_context(open(os.devnull, "w"))  # noqa: SIM115, ASYNC230 (/dev/null)
+        transport: Any = stdio_client(stdio.parameters(plan.config), errlog=errlog)
+        return await _enter(
+            Client(transport, read_timeout_seconds=plan.timeout_seconds), plan, stack
+        )
     url = str(plan.config["url"])
     if plan.type == "http":
         http = await stack.enter_async_context(_http_client(plan, allow_hosts))
-        transport: Any = streamable_http_client(url, http_client=http)
+        transport = streamable_http_client(url, http_client=http)
     elif plan.type == "sse":
 
         def factory(
@@ -118,7 +135,10 @@ async def connect(plan: ServerPlan, allow_hosts: Iterable[str], stack: AsyncExit
         transport = sse_client(url, timeout=plan.timeout_seconds, httpx_client_factory=factory)
     else:
         raise ValueError(f"MCP servers of type {plan.type} are not supported yet")
-    client = Client(transport, read_timeout_seconds=plan.timeout_seconds)
+    return await _enter(Client(transport, read_timeout_seconds=plan.timeout_seconds), plan, stack)
+
+
+async def _enter(client: Client, plan: ServerPlan, stack: AsyncExitStack) -> Client:
     async with asyncio.timeout(plan.timeout_seconds):
         await stack.enter_async_context(client)
     return client

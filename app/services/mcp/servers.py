@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.config import StdioCommand
 from app.errors import ConflictError, UnprocessableError
 from app.models import McpServer
 from app.schemas.common import Schema
@@ -22,11 +23,13 @@ from app.schemas.integrations import (
     McpServerWrite,
     OpenApiServerConfig,
     RemoteServerConfig,
+    StdioServerConfig,
 )
 from app.services.integrity import flush_mapping_violations
 from app.services.mcp import placeholders
 from app.services.mcp.openapi import check_document, parse_spec
 from app.services.mcp.proxy import ServerPlan
+from app.services.mcp.stdio import allowed_command
 from app.services.pagination import paginate
 from app.services.scope import TenantScope
 from app.services.secrets import Vault, read_secrets
@@ -40,7 +43,7 @@ BUILTINS: dict[str, tuple[str, list[str]]] = {
         ["fetch"],
     ),
 }
-SUPPORTED_TYPES = ("http", "sse", "builtin", "openapi")
+SUPPORTED_TYPES = ("http", "sse", "builtin", "openapi", "stdio")
 _CONFLICTS = {
     "uq_mcp_servers_tenant_id_name": lambda: ConflictError(
         "The tenant has an MCP server of that name", code="SERVER_EXISTS"
@@ -48,7 +51,7 @@ _CONFLICTS = {
 }
 
 
-def _checked_config(body: McpServerWrite) -> dict[str, Any]:
+def _checked_config(body: McpServerWrite, stdio_commands: Sequence[StdioCommand]) -> dict[str, Any]:
     if body.type not in SUPPORTED_TYPES:
         raise UnprocessableError(
             f"MCP servers of type {body.type} are not supported yet "
@@ -58,6 +61,7 @@ def _checked_config(body: McpServerWrite) -> dict[str, Any]:
     models: dict[str, type[Schema]] = {
         "builtin": BuiltinServerConfig,
         "openapi": OpenApiServerConfig,
+        "stdio": StdioServerConfig,
     }
     model = models.get(body.type, RemoteServerConfig)
     try:
@@ -67,6 +71,15 @@ def _checked_config(body: McpServerWrite) -> dict[str, Any]:
         raise UnprocessableError(
             f"The config of a {body.type} server is not valid", details=details
         ) from exc
+    if body.type == "stdio":
+        allowed_command(config, stdio_commands)
+        placeholders.check(config["env"])
+        if placeholders.ANY_PLACEHOLDER.search(json.dumps([config["command"], config["args"]])):
+            raise UnprocessableError(
+                "Placeholders may be in a STDIO server's environment, not its command line",
+                code="BAD_PLACEHOLDER",
+            )
+        return config
     if body.type == "openapi":
         _check_openapi(config)
         placeholders.check({k: v for k, v in config.items() if k != "spec"})
@@ -107,18 +120,23 @@ def _check_openapi(config: dict[str, Any]) -> None:
 
 
 async def create_server(
-    session: AsyncSession, scope: TenantScope, body: McpServerWrite
+    session: AsyncSession,
+    scope: TenantScope,
+    body: McpServerWrite,
+    stdio_commands: Sequence[StdioCommand] = (),
 ) -> McpServer:
     row = McpServer(server_id=uuid.uuid4(), tenant_id=scope.tenant_id)
-    await _fill(row, body)
+    await _fill(row, body, stdio_commands)
     session.add(row)
     await flush_mapping_violations(session, _CONFLICTS)
     await session.refresh(row)
     return row
 
 
-async def _fill(row: McpServer, body: McpServerWrite) -> None:
-    row.config = await asyncio.to_thread(_checked_config, body)
+async def _fill(
+    row: McpServer, body: McpServerWrite, stdio_commands: Sequence[StdioCommand]
+) -> None:
+    row.config = await asyncio.to_thread(_checked_config, body, stdio_commands)
     row.name, row.type = body.name, body.type
     row.allowed_tools = body.allowed_tools
     row.description = body.description
@@ -140,10 +158,14 @@ async def get_server(
 
 
 async def replace_server(
-    session: AsyncSession, scope: TenantScope, server_id: uuid.UUID, body: McpServerWrite
+    session: AsyncSession,
+    scope: TenantScope,
+    server_id: uuid.UUID,
+    body: McpServerWrite,
+    stdio_commands: Sequence[StdioCommand] = (),
 ) -> McpServer:
     row = await get_server(session, scope, server_id, for_update=True)
-    await _fill(row, body)
+    await _fill(row, body, stdio_commands)
     await flush_mapping_violations(session, _CONFLICTS)
     await session.refresh(row)
     return row

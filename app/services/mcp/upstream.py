@@ -13,6 +13,7 @@ from mcp import types
 
 from app.services.mcp.openapi import connect_openapi
 from app.services.mcp.proxy import ServerPlan, ToolClient, connect, list_allowed_tools
+from app.services.mcp.stdio import StdioJail
 
 log = structlog.get_logger(__name__)
 
@@ -29,11 +30,11 @@ class Upstream:
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
 
-    async def open(self, allow_hosts: Iterable[str]) -> None:
+    async def open(self, allow_hosts: Iterable[str], stdio: StdioJail | None = None) -> None:
         """Connect and list the allowed tools; raises what failed (within the timeout)."""
         ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._task = asyncio.create_task(
-            self._own(tuple(allow_hosts), ready), name=f"mcp-{self.plan.name}"
+            self._own(tuple(allow_hosts), stdio, ready), name=f"mcp-{self.plan.name}"
         )
         try:
             await ready
@@ -41,13 +42,15 @@ class Upstream:
             await self.close()
             raise
 
-    async def _own(self, allow_hosts: tuple[str, ...], ready: asyncio.Future[None]) -> None:
+    async def _own(
+        self, allow_hosts: tuple[str, ...], stdio: StdioJail | None, ready: asyncio.Future[None]
+    ) -> None:
         try:
             async with AsyncExitStack() as stack:
                 if self.plan.type == "openapi":
                     self.client = await connect_openapi(self.plan, allow_hosts, stack)
                 else:
-                    self.client = await connect(self.plan, allow_hosts, stack)
+                    self.client = await connect(self.plan, allow_hosts, stack, stdio)
                 self.tools = await list_allowed_tools(self.client, self.plan)
                 ready.set_result(None)
                 await self._stop.wait()

@@ -322,3 +322,26 @@ def _names(tools: list[str]) -> set[str]:
 async def _count(app: FastAPI, sql: str) -> int:
     async with app.state.engine.connect() as conn:
         return int((await conn.execute(text(sql))).scalar_one())
+
+
+async def test_nul_characters_in_tool_calls_do_not_lose_the_run(
+    client: httpx.AsyncClient, app: FastAPI, tenant: TenantFixture
+) -> None:
+    """PostgreSQL refuses NUL in text: a hostile model that puts one in a tool's input
+    (and so in its output) still gets a recorded run, the characters replaced."""
+    cid = await new_conversation(client, tenant)
+    ws = workspace_dir(app.state.settings.data_dir, tenant.tenant_id, cid)
+    stream = await stream_turn(
+        client,
+        tenant,
+        cid,
+        hostile(
+            ["Write", {"file_path": f"{ws}/nul.txt", "content": "a\u0000b"}],
+            ["Read", {"file_path": f"{ws}/nul.txt"}],
+        ),
+    )
+    assert stream.done["status"] == "success", stream.events[-3:]
+    messages = await client.get(
+        tenant.url(f"/conversations/{cid}/messages"), headers=tenant.headers
+    )
+    assert "\ufffd" in messages.text or "\\ufffd" in messages.text

@@ -5,7 +5,10 @@ or the stored records."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -316,3 +319,68 @@ async def test_the_agent_uses_the_services_own_api_with_the_users_key(
     (entry,) = report(stream)
     assert ok(entry) and "Planning Q3" in entry, entry
     assert tenant.headers["X-API-Key"] not in entry
+
+
+STDIO_SERVER = Path(__file__).resolve().parents[1] / "stdio_server.py"
+
+
+async def test_a_stdio_server_runs_in_a_jail_of_its_own(database_url: URL, tmp_path: Path) -> None:
+    python = Path(sys.executable)
+    interpreter = await asyncio.to_thread(python.resolve)
+    allowed = {
+        "command": str(python),
+        "args_prefix": [str(STDIO_SERVER)],
+        # What the server needs to run: its interpreter, the venv, its own file.
+        "read_only": [str(interpreter.parents[1]), sys.prefix, str(STDIO_SERVER.parent)],
+    }
+    async with running_service(database_url, tmp_path, mcp_stdio_commands=[allowed]) as (
+        app,
+        client,
+    ):
+        tenant = await create_tenant(client, "acme")
+        await client.put(
+            tenant.url("/secrets/CRM_TOKEN"), json={"value": SECRET}, headers=tenant.headers
+        )
+        body = {
+            "name": "local",
+            "type": "stdio",
+            "config": {
+                "command": str(python),
+                "args": [str(STDIO_SERVER)],
+                "env": {"CRM_KEY": "${secrets.CRM_TOKEN}"},
+            },
+        }
+        created = await client.post(tenant.url("/mcp-servers"), json=body, headers=tenant.headers)
+        assert created.status_code == 201, created.text
+        for bad, code in [
+            ({**body["config"], "command": "/bin/sh", "args": ["-c", "id"]}, "COMMAND_NOT_ALLOWED"),
+            (
+                {**body["config"], "args": [str(STDIO_SERVER), "${secrets.CRM_TOKEN}"]},
+                "BAD_PLACEHOLDER",
+            ),
+        ]:
+            refused = await client.post(
+                tenant.url("/mcp-servers"),
+                json={**body, "name": "bad", "config": bad},
+                headers=tenant.headers,
+            )
+            assert_error(refused, 422, code)
+        cid = await new_conversation(client, tenant)
+        data_dir = app.state.settings.data_dir.resolve()
+        stream = await stream_turn(
+            client,
+            tenant,
+            cid,
+            hostile(
+                ["mcp__local__env_digest", {"name": "CRM_KEY"}],
+                ["mcp__local__read", {"path": str(data_dir / "admin_api_key")}],
+                ["mcp__local__read", {"path": str(data_dir / "workspaces" / "acme" / cid / "x")}],
+                ["mcp__local__read", {"path": "/proc/1/environ"}],
+                ["mcp__local__connect", {"host": "127.0.0.1", "port": 5432}],
+            ),
+        )
+    entries = report(stream)
+    assert hashlib.sha256(SECRET.encode()).hexdigest() in entries[0], entries
+    assert all("cannot read" in e for e in entries[1:3]), entries
+    assert "cannot connect" in entries[4], entries
+    assert SECRET not in json.dumps(entries)

@@ -113,6 +113,36 @@ async def service_turn(
     return first - started, deltas, last - first
 
 
+async def interleaved_ttft(
+    http: httpx.AsyncClient,
+    arms: dict[str, tuple[dict[str, str], str | None, str]],
+    rounds: int,
+) -> dict[str, float]:
+    """Median seconds to the first text delta of each arm's "Hello" turns: arm name ->
+    (headers, conversation or None for a new one each turn, tenant). The arms take turns,
+    in an order that flips each round, so drift falls on all of them alike."""
+    ttft: dict[str, list[float]] = {name: [] for name in arms}
+    for n in range(rounds):
+        order = list(arms.items())
+        for name, (headers, cid, tenant) in order if n % 2 == 0 else order[::-1]:
+            first, _, _ = await service_turn(http, headers, "Hello", cid, tenant)
+            ttft[name].append(first)
+    return {name: statistics.median(values) for name, values in ttft.items()}
+
+
+def print_ratio(
+    title: str, baseline: tuple[str, float], measured: tuple[str, float], target: float
+) -> None:
+    """The two medians and their ratio against the target."""
+    ratio = measured[1] / baseline[1]
+    print(title)
+    for label, seconds in (baseline, measured):
+        print(f"  {label:<22} {seconds * 1000:8.1f} ms")
+    print(
+        f"  ratio: {ratio:.3f}  (target <= {target:.2f})  {'OK' if ratio <= target else 'MISSED'}"
+    )
+
+
 def start_service(
     database_url: str, model_url: str, data_dir: Path, **settings: str
 ) -> tuple[subprocess.Popen[bytes], str]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import statistics
 import tempfile
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import httpx
 
 from app.services.execute.offline_model import OfflineModelServer
 from bench.common import fresh_database, server_url
-from bench.runs import bench_tenant, service_turn, start_service
+from bench.runs import bench_tenant, interleaved_ttft, print_ratio, service_turn, start_service
 
 SKILLS = int(os.environ.get("BENCH_SKILLS", "50"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "30"))
@@ -64,21 +63,19 @@ async def main() -> None:
                         made.raise_for_status()
                     for tenant, headers in tenants.values():  # makes the plugin folder
                         await service_turn(http, headers, "warm up", tenant=tenant)
-                    ttft: dict[str, list[float]] = {name: [] for name in tenants}
-                    for n in range(ROUNDS):
-                        order = list(tenants.items())
-                        for name, (tenant, headers) in order if n % 2 == 0 else order[::-1]:
-                            first, _, _ = await service_turn(http, headers, "Hello", tenant=tenant)
-                            ttft[name].append(first)
+                    arms = {
+                        name: (headers, None, tenant) for name, (tenant, headers) in tenants.items()
+                    }
+                    ttft = await interleaved_ttft(http, arms, ROUNDS)
             finally:
                 service.terminate()
                 service.wait(timeout=60)
-        with_skills, without = (statistics.median(ttft[k]) for k in ("skills", "none"))
-        ratio = with_skills / without
-        print(f"time to first text event, new conversations (median of {ROUNDS})")
-        print(f"  no skills         {without * 1000:8.1f} ms")
-        print(f"  {SKILLS} skills         {with_skills * 1000:8.1f} ms")
-        print(f"  ratio: {ratio:.3f}  (target <= 1.05)  {'OK' if ratio <= 1.05 else 'MISSED'}")
+        print_ratio(
+            f"time to first text event, new conversations (median of {ROUNDS})",
+            ("no skills", ttft["none"]),
+            (f"{SKILLS} skills", ttft["skills"]),
+            1.05,
+        )
     finally:
         model.stop()
         stop_server()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import statistics
 import tempfile
 import time
 import uuid
@@ -29,7 +28,14 @@ from app.services.execute.sync import sync_down, sync_up
 from app.services.storage import ObjectStore, create_store
 from app.services.workspace import FileCaps
 from bench.common import fresh_database, server_url
-from bench.runs import bench_tenant, new_conversation, service_turn, start_service
+from bench.runs import (
+    bench_tenant,
+    interleaved_ttft,
+    new_conversation,
+    print_ratio,
+    service_turn,
+    start_service,
+)
 
 FILES = int(os.environ.get("BENCH_FILES", "1000"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "15"))
@@ -142,18 +148,14 @@ async def bench_first_event(url: str, model_url: str, scratch: Path) -> None:
                 put.raise_for_status()
             for cid in (full, empty):  # the first turn brings the cache up to date
                 await service_turn(http, headers, "warm up", cid)
-            ttft: dict[str, list[float]] = {"files": [], "none": []}
-            for n in range(ROUNDS):
-                order = [("files", full), ("none", empty)]
-                for name, cid in order if n % 2 == 0 else order[::-1]:
-                    first, _, _ = await service_turn(http, headers, "Hello", cid)
-                    ttft[name].append(first)
-        with_files, without = (statistics.median(ttft[k]) for k in ("files", "none"))
-        ratio = with_files / without
-        print(f"time to first text event, warm turns (median of {ROUNDS})")
-        print(f"  no files          {without * 1000:8.1f} ms")
-        print(f"  {FILES} files        {with_files * 1000:8.1f} ms")
-        print(f"  ratio: {ratio:.3f}  (target <= 1.05)  {'OK' if ratio <= 1.05 else 'MISSED'}")
+            arms = {"files": (headers, full, "bench"), "none": (headers, empty, "bench")}
+            ttft = await interleaved_ttft(http, arms, ROUNDS)
+        print_ratio(
+            f"time to first text event, warm turns (median of {ROUNDS})",
+            ("no files", ttft["none"]),
+            (f"{FILES} files", ttft["files"]),
+            1.05,
+        )
     finally:
         service.terminate()
         service.wait(timeout=60)

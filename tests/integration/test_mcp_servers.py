@@ -55,7 +55,7 @@ async def test_configs_are_checked_and_kept_as_written(
     [
         (server(name="Bad_Name"), "VALIDATION_ERROR"),
         (server(name="a--" + "b" * 40), "VALIDATION_ERROR"),
-        (server(type="stdio", config={"command": "npx"}), "UNSUPPORTED_SERVER_TYPE"),
+        (server(type="stdio", config={"command": "npx"}), "COMMAND_NOT_ALLOWED"),
         (server(config={"url": "ftp://x/mcp"}), "VALIDATION_ERROR"),
         (server(config={"url": "https://${secrets.HOST}/mcp"}), "BAD_PLACEHOLDER"),
         (server(config={"url": "https://x/${request.path}"}), "BAD_PLACEHOLDER"),

@@ -222,6 +222,11 @@ class WarmSessions:
         task.add_done_callback(self._closing.discard)
         return task
 
+    async def closed(self) -> None:
+        """Wait until the processes being closed have ended (and their connections)."""
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+
     async def close_all(self) -> None:
         """At shutdown: close every warm session and wait for their processes to end."""
         self._closed = True
@@ -231,5 +236,4 @@ class WarmSessions:
             _, (session, timer) = self._idle.popitem()
             timer.cancel()
             self.close(session)
-        if self._closing:
-            await asyncio.gather(*self._closing, return_exceptions=True)
+        await self.closed()

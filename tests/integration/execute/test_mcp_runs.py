@@ -138,7 +138,7 @@ async def test_an_http_server_through_the_proxy(
 
 
 async def test_an_sse_server(service: tuple[FastAPI, httpx.AsyncClient]) -> None:
-    _, client = service
+    app, client = service
     tenant = await create_tenant(client, "acme")
     with crm("sse") as (url, _):
         await _add_server(client, tenant, url, kind="sse")
@@ -146,6 +146,9 @@ async def test_an_sse_server(service: tuple[FastAPI, httpx.AsyncClient]) -> None
         stream = await stream_turn(
             client, tenant, cid, hostile(CALLS[0]), tokens={"user_token": TOKEN}
         )
+        # The warm agent process holds the SSE stream open: end it before the server stops.
+        await client.delete(tenant.url(f"/conversations/{cid}"), headers=tenant.headers)
+        await app.state.executor.ctx.warm.closed()
     (entry,) = report(stream)
     assert ok(entry) and "acme: gold" in entry
 

@@ -28,6 +28,7 @@ from app.api import (
     secrets,
     skills,
     tenants,
+    usage,
     workspace,
 )
 from app.api.openapi import document_schemas
@@ -210,6 +211,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         skills,
         secrets,
         mcp,
+        usage,
     ):
         app.include_router(module.router)
     document_schemas(app, StreamRequest, StreamUpload, SkillCreate, SkillUpload)

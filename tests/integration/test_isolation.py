@@ -59,6 +59,10 @@ TENANT_SCOPED: list[tuple[str, str, dict[str, Any] | None]] = [
     ("PUT", "/mcp-servers/{server_id}", MCP_SERVER),
     ("DELETE", "/mcp-servers/{server_id}", None),
     ("POST", "/mcp-servers/{server_id}/test", {}),
+    ("GET", "/usage", None),
+    ("GET", "/usage/summary", None),
+    ("GET", "/cost-report", None),
+    ("GET", "/tool-logs", None),
 ]
 # Admin-only routes: a tenant key gets 403 whatever the tenant, existing or not.
 ADMIN_ONLY: list[tuple[str, str, dict[str, Any] | None]] = [

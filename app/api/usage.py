@@ -10,10 +10,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Response
 
-from app.api.deps import AdminPrincipal, CurrentScope, DbSession, Pagination
+from app.api.deps import AdminPrincipal, CurrentScope, DbSession, HeaderUserId, Pagination
 from app.errors import error_responses
 from app.schemas.common import Page, UtcDatetime
 from app.schemas.usage import (
+    BudgetLine,
+    BudgetRead,
     CostReport,
     TokenTotals,
     ToolLogRead,
@@ -22,6 +24,7 @@ from app.schemas.usage import (
     UsageSummary,
 )
 from app.services import reports as service
+from app.services.budgets import budget_states
 
 router = APIRouter(tags=["usage"])
 _ONE = error_responses(401, 403, 404, 422)
@@ -159,3 +162,29 @@ async def tool_logs(
         for r in rows
     ]
     return Page(items=items, total=total)
+
+
+@router.get("/api/tenants/{tenant_id}/budget", response_model=BudgetRead, responses=_ONE)
+async def budget(
+    scope: CurrentScope,
+    session: DbSession,
+    header_user: HeaderUserId,
+    user_id: Annotated[str | None, Query(max_length=255, description="A user's budget too")] = None,
+) -> BudgetRead:
+    """This month's budgets (the tenant's, and the user's when one is named here or in
+    X-User-ID): limit, spent, remaining, and when the month resets."""
+    period, states = await budget_states(session, scope.tenant_id, user_id or header_user)
+    return BudgetRead(
+        time_zone=period.time_zone,
+        period_start=period.start,
+        resets_at=period.resets_at,
+        budgets=[
+            BudgetLine(
+                budget=s.budget,
+                limit_usd=s.limit_usd,
+                spent_usd=s.spent_usd,
+                remaining_usd=s.remaining_usd,
+            )
+            for s in states
+        ],
+    )

@@ -7,10 +7,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import AfterValidator, Field, StringConstraints
 
-from app.schemas.common import Name, PatchSchema, ReadSchema, SafeStr, Schema
+from app.schemas.common import Name, PatchSchema, ReadSchema, SafeStr, Schema, UserId
 from app.schemas.models import ModelId
+from app.utils.zones import zone_named
 
 TenantId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$")]
 TenantStatus = Literal["active", "inactive"]
@@ -29,6 +30,15 @@ Budget = Annotated[
 ]
 
 
+def _iana(name: str) -> str:
+    if zone_named(name) is None:
+        raise ValueError("must be an IANA time zone, e.g. Europe/Paris")
+    return name
+
+
+TimeZoneName = Annotated[str, Field(max_length=64), AfterValidator(_iana)]
+
+
 class TenantSettings(Schema):
     """Per-tenant limits and switches."""
 
@@ -36,6 +46,17 @@ class TenantSettings(Schema):
     max_turns: MaxTurns = 50
     monthly_budget_usd: Budget | None = Field(
         None, description="Spending cap per calendar month, in USD; null for none."
+    )
+    user_monthly_budget_usd: Budget | None = Field(
+        None, description="Each user's spending cap per calendar month, in USD; null for none."
+    )
+    user_budgets: dict[UserId, Budget] = Field(
+        default_factory=dict,
+        max_length=1000,
+        description="Monthly caps for particular users, over the default.",
+    )
+    time_zone: TimeZoneName = Field(
+        "UTC", description="The IANA time zone budget months are counted in."
     )
     bash_enabled: bool = Field(
         False, description="Offer the Bash tool (run in the agent's jail and the CLI's sandbox)."
@@ -58,11 +79,16 @@ class TenantSettings(Schema):
 
 
 class TenantSettingsUpdate(PatchSchema):
-    nullable_fields = frozenset({"monthly_budget_usd", "tools", "storage_quota_bytes"})
+    nullable_fields = frozenset(
+        {"monthly_budget_usd", "user_monthly_budget_usd", "tools", "storage_quota_bytes"}
+    )
 
     max_concurrent_runs: MaxConcurrentRuns | None = None
     max_turns: MaxTurns | None = None
     monthly_budget_usd: Budget | None = None
+    user_monthly_budget_usd: Budget | None = None
+    user_budgets: dict[UserId, Budget] | None = Field(default=None, max_length=1000)
+    time_zone: TimeZoneName | None = None
     bash_enabled: bool | None = None
     web_fetch_enabled: bool | None = None
     web_search_enabled: bool | None = None

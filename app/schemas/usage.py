@@ -89,3 +89,17 @@ class ToolLogRead(ReadSchema):
     started_at: datetime
     finished_at: datetime | None
     duration_ms: int | None
+
+
+class BudgetLine(Schema):
+    budget: str  # tenant | user
+    limit_usd: Usd
+    spent_usd: Usd
+    remaining_usd: Usd
+
+
+class BudgetRead(Schema):
+    time_zone: str
+    period_start: datetime
+    resets_at: datetime
+    budgets: list[BudgetLine]

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,6 +18,7 @@ from app.errors import UnprocessableError
 from app.models import CatalogModel, ToolCall, UsageRecord
 from app.services.pagination import paginate
 from app.services.scope import TenantScope
+from app.utils.zones import zone_named
 
 PERIODS = ("hour", "day", "week", "month")
 DIMENSIONS = ("model", "user", "tenant")
@@ -28,17 +29,14 @@ _TOKENS = (
     "cache_creation_1h_tokens",
     "cache_read_tokens",
 )
-_ZONES = frozenset(available_timezones())
 
 
 def time_zone(name: str) -> ZoneInfo:
     """An IANA time zone; 422 for anything else."""
-    if name not in _ZONES:
+    zone = zone_named(name)
+    if zone is None:
         raise UnprocessableError(f"{name[:64]!r} is not an IANA time zone (e.g. Europe/Paris)")
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:  # pragma: no cover (listed above)
-        raise UnprocessableError(f"{name[:64]!r} is not an IANA time zone") from exc
+    return zone
 
 
 @dataclass(frozen=True)

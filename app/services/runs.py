@@ -14,6 +14,7 @@ from app.models import Message, Run, RunEvent, Tenant
 from app.models.run import ACTIVE_RUN_STATUSES
 from app.schemas.runs import StreamRequest
 from app.schemas.tenants import TenantSettings
+from app.services.budgets import check_budgets
 from app.services.conversations import get_conversation, next_message_seq
 from app.services.execute.events import done_data
 from app.services.integrity import flush_mapping_violations
@@ -62,12 +63,14 @@ async def queue_run(
     command = await resolve_command(session, scope, body.user_input)
     await check_preferred(session, scope, body.preferred_skills)
     executor = body.executor.model_dump(exclude_none=True) if body.executor else None
+    user_id = (
+        (body.executor.user_id if body.executor else None) or header_user_id or conversation.user_id
+    )
+    await check_budgets(session, scope.tenant_id, user_id)  # 429 before anything runs
     run = Run(
         tenant_id=scope.tenant_id,
         conversation_id=conversation_id,
-        user_id=(body.executor.user_id if body.executor else None)
-        or header_user_id
-        or conversation.user_id,
+        user_id=user_id,
         model_id=conversation.model_id,
         user_input=body.user_input,
         executor=executor,

@@ -63,6 +63,7 @@ TENANT_SCOPED: list[tuple[str, str, dict[str, Any] | None]] = [
     ("GET", "/usage/summary", None),
     ("GET", "/cost-report", None),
     ("GET", "/tool-logs", None),
+    ("GET", "/budget", None),
 ]
 # Admin-only routes: a tenant key gets 403 whatever the tenant, existing or not.
 ADMIN_ONLY: list[tuple[str, str, dict[str, Any] | None]] = [

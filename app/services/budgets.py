@@ -88,6 +88,19 @@ async def budget_states(
     return period, states
 
 
+WARNING_SHARE = Decimal("0.8")
+
+
+def crossed_warning(states: list[BudgetState], run_cost: Decimal) -> list[dict[str, str]]:
+    """The budgets a run's cost carried past 80 % (what the `budget_warning` event says:
+    which budget and its limit, not what was spent)."""
+    return [
+        {"budget": s.budget, "limit_usd": str(s.limit_usd), "threshold_percent": "80"}
+        for s in states
+        if s.spent_usd - run_cost < s.limit_usd * WARNING_SHARE <= s.spent_usd
+    ]
+
+
 async def check_budgets(session: AsyncSession, tenant_id: str, user_id: str | None) -> None:
     """429 BUDGET_EXCEEDED if a budget that applies is spent."""
     period, states = await budget_states(session, tenant_id, user_id)

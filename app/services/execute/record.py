@@ -15,6 +15,7 @@ from sqlalchemy import func, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.models import CatalogModel, Conversation, Message, Run, ToolCall, UsageRecord
+from app.services.budgets import budget_states, crossed_warning
 from app.services.conversations import next_message_seq
 from app.services.execute.events import RunEventLog, done_data
 from app.services.execute.translate import Output, Translator
@@ -190,6 +191,7 @@ async def _finish(
         )
 
     total, cost = Tokens(), Decimal(0)
+    warnings: list[dict[str, str]] = []
     result_text = (
         storable_text(state.result.result)
         if state.result is not None
@@ -260,6 +262,9 @@ async def _finish(
                     .where(Conversation.conversation_id == run.conversation_id)
                     .values(sdk_session_id=session_id)
                 )
+            if cost > 0:
+                _, budgets = await budget_states(session, run.tenant_id, run.user_id)
+                warnings = crossed_warning(budgets, cost)
     except Exception:
         log.exception("run_finish_failed", run_id=str(run.run_id))
         events.emit(
@@ -270,6 +275,8 @@ async def _finish(
         await _mark_ended(
             sessionmaker, run.run_id, status="failed", error_type="storage_error", error=UNSAVED
         )
+    for warning in warnings:
+        events.emit("budget_warning", dict(warning))
     context = translator.context_tokens
     percent = round(100 * context / model.context_window, 1) if model.context_window else 0.0
     events.emit(

@@ -92,3 +92,18 @@ async def test_bad_budget_settings_are_422(
     for settings in ({"time_zone": "+09:00"}, {"user_budgets": {"alice": "-1"}}):
         response = await client.put(tenant.url(), json={"settings": settings}, headers=ADMIN)
         assert_error(response, 422)
+
+
+async def test_a_run_that_crosses_80_percent_warns(
+    client: httpx.AsyncClient, app: FastAPI, tenant: TenantFixture
+) -> None:
+    await client.put(tenant.url(), json={"settings": {"monthly_budget_usd": "0.01"}}, headers=ADMIN)
+    cid = await new_conversation(client, tenant)
+    await _spend(app, tenant, cid, "carol", "0.0075")
+    stream = await stream_turn(client, tenant, cid, "hello")  # costs 0.0012
+    kinds = [kind for kind, _ in stream.events]
+    (warning,) = stream.of("budget_warning")
+    assert warning["budget"] == "tenant" and warning["limit_usd"] == "0.01"
+    assert kinds.index("budget_warning") < kinds.index("done")
+    quiet = await stream_turn(client, tenant, cid, "hello")  # already past 80 %: no repeat
+    assert quiet.of("budget_warning") == []

@@ -23,6 +23,7 @@ from app.errors import UnprocessableError, error_responses
 from app.models import RunEvent
 from app.schemas.runs import RunRead, StreamRequest, StreamUpload, run_read
 from app.services import runs as service
+from app.services.budgets import run_cost_cap
 from app.services.execute.events import RunEventLog
 from app.services.execute.executor import RunExecutor
 from app.services.execute.spec import RunInputs
@@ -151,6 +152,9 @@ async def stream(
         user_id=run.user_id,
         conversation_id=conversation_id,
     )
+    # The most it may cost: its own cap, or what its budgets have left.
+    cap = await run_cost_cap(session, scope.tenant_id, run.user_id, body.request.max_cost_usd)
+    inputs = RunInputs(tuple(plans), cost_cap=cap)
     # A slot or a queue place is claimed now, before anything awaits, so concurrent
     # requests cannot overfill the queue; refused, the run is rolled back with the request.
     admission = executor.admit(scope.tenant_id, tenant_limit)
@@ -161,7 +165,7 @@ async def stream(
     except BaseException:
         executor.withdraw(admission)
         raise
-    events = executor.start(run.run_id, conversation_id, admission, RunInputs(tuple(plans)))
+    events = executor.start(run.run_id, conversation_id, admission, inputs)
     return StreamingResponse(
         sse_events(events),
         media_type="text/event-stream",

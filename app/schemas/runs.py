@@ -31,6 +31,15 @@ class StreamRequest(Schema):
     preferred_skills: list[Annotated[SafeStr, StringConstraints(min_length=1, max_length=200)]] = (
         Field(default_factory=list, max_length=50)
     )
+    max_cost_usd: (
+        Annotated[
+            Decimal, Field(gt=0, le=1_000_000, max_digits=13, decimal_places=6, allow_inf_nan=False)
+        ]
+        | None
+    ) = Field(
+        default=None,
+        description="This run stops (error `budget_exceeded`) once it has cost this much",
+    )
     mcp_servers: list[Annotated[str, StringConstraints(pattern=MCP_NAME)]] | None = Field(
         default=None,
         max_length=50,

@@ -91,6 +91,15 @@ async def budget_states(
 WARNING_SHARE = Decimal("0.8")
 
 
+async def run_cost_cap(
+    session: AsyncSession, tenant_id: str, user_id: str | None, own: Decimal | None
+) -> Decimal | None:
+    """The most a run may cost: the least of its own cap and what its budgets have left."""
+    _, states = await budget_states(session, tenant_id, user_id)
+    caps = [s.remaining_usd for s in states] + ([own] if own is not None else [])
+    return min(caps) if caps else None
+
+
 def crossed_warning(states: list[BudgetState], run_cost: Decimal) -> list[dict[str, str]]:
     """The budgets a run's cost carried past 80 % (what the `budget_warning` event says:
     which budget and its limit, not what was spent)."""

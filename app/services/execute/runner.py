@@ -10,6 +10,7 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import quote
@@ -46,7 +47,7 @@ from app.services.execute.spec import AgentRuntime, RunInputs, RunSpec, workspac
 from app.services.execute.sync import manifest_file, sync_down, sync_up
 from app.services.execute.tools import agent_tools
 from app.services.execute.translate import Translator
-from app.services.execute.usage import Tokens
+from app.services.execute.usage import Tokens, catalog_match
 from app.services.execute.warm import WarmSession, WarmSessions
 from app.services.scope import TenantScope
 from app.services.skills import ActiveSkill, active_skills, parse_command
@@ -367,6 +368,8 @@ async def _drive(
                     _track(message, state)
                     if state.finished():
                         break
+                    if _over_cap(message, state, inputs.cost_cap, begun):
+                        break  # the process is ended below: the turn is not finished
         keep = state.finished() and state.failure is None
     except asyncio.CancelledError:
         raise
@@ -390,6 +393,27 @@ async def _drive(
             ctx.warm.put(spec.conversation_id, session)
         elif session is not None:
             await asyncio.shield(ctx.warm.close(session, interrupt=True))
+
+
+def _over_cap(message: Any, state: RunState, cap: Decimal | None, begun: _Start) -> bool:
+    """After each model call: has the run cost more than it may? (Its streamed usage,
+    priced as the catalog prices each model; the exact cost is recorded at the end.)"""
+    if cap is None or not isinstance(message, StreamEvent):
+        return False
+    if message.event.get("type") != "message_delta":
+        return False
+    spent = sum(
+        (
+            tokens.cost(catalog_match(name, {}, begun.catalog) or begun.model)
+            for name, tokens in state.streamed.items()
+        ),
+        Decimal(0),
+    )
+    if spent <= cap:
+        return False
+    message_text = f"The run reached its cost limit of {cap.normalize()} USD"
+    state.failure = ("budget_exceeded", message_text, False)
+    return True
 
 
 def _track(message: Any, state: RunState) -> None:

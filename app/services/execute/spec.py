@@ -9,6 +9,7 @@ import hmac
 import json
 import secrets
 from dataclasses import asdict, dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,8 @@ class RunInputs:
     fingerprint): its MCP servers' configs with their credentials substituted."""
 
     mcp: tuple[ServerPlan, ...] = ()
+    # The most this run may cost: its own cap, or what is left of a budget (None: no cap).
+    cost_cap: Decimal | None = None
 
     def credentials(self) -> str:
         """A keyed digest of the credentials: a warm process made with others is not

@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from app.services.budgets import month_of
 from tests.conftest import ADMIN, TenantFixture, assert_error
-from tests.integration.execute.streams import new_conversation, stream_turn
+from tests.integration.execute.streams import hostile, new_conversation, stream_turn
 
 
 @pytest.fixture
@@ -107,3 +107,30 @@ async def test_a_run_that_crosses_80_percent_warns(
     assert kinds.index("budget_warning") < kinds.index("done")
     quiet = await stream_turn(client, tenant, cid, "hello")  # already past 80 %: no repeat
     assert quiet.of("budget_warning") == []
+
+
+async def test_a_run_stops_at_its_cap_or_the_budget_left(
+    client: httpx.AsyncClient, app: FastAPI, tenant: TenantFixture
+) -> None:
+    """Each model call of the scripted model costs 0.0006 USD: a run capped at 0.001
+    stops after its second call, its usage so far recorded and charged."""
+    cid = await new_conversation(client, tenant)
+    ws = f"{app.state.settings.data_dir.resolve()}/workspaces/{tenant.tenant_id}/{cid}"
+    calls = [["Write", {"file_path": f"{ws}/f{n}.txt", "content": "x"}] for n in range(4)]
+    app.state.offline_model.requests.clear()
+    capped = await stream_turn(client, tenant, cid, hostile(*calls), max_cost_usd="0.001")
+    (error,) = capped.of("error")
+    assert error["error_type"] == "budget_exceeded" and "0.001" in error["message"]
+    assert capped.done["status"] == "error"
+    assert len(app.state.offline_model.requests) <= 3  # not the five a full run makes
+    run = (
+        await client.get(tenant.url(f"/runs/{capped.done['run_id']}"), headers=tenant.headers)
+    ).json()
+    assert run["error_type"] == "budget_exceeded" and Decimal(run["cost_usd"]) > 0
+
+    # The budget's remainder caps a run the same way.
+    await client.put(tenant.url(), json={"settings": {"monthly_budget_usd": "0.01"}}, headers=ADMIN)
+    spent = Decimal(run["cost_usd"])
+    await _spend(app, tenant, cid, "carol", str(Decimal("0.0095") - spent))
+    left = await stream_turn(client, tenant, cid, hostile(*calls))
+    assert [e["error_type"] for e in left.of("error")] == ["budget_exceeded"]

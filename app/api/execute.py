@@ -23,7 +23,6 @@ from app.errors import UnprocessableError, error_responses
 from app.models import RunEvent
 from app.schemas.runs import RunRead, StreamRequest, StreamUpload, run_read
 from app.services import runs as service
-from app.services.budgets import run_cost_cap
 from app.services.execute.events import RunEventLog
 from app.services.execute.executor import RunExecutor
 from app.services.execute.spec import RunInputs
@@ -127,7 +126,7 @@ async def stream(
     multipart, the request's files are put into the workspace before the run starts."""
     executor: RunExecutor = request.app.state.executor
     tenant_limit = await service.tenant_run_limit(session, scope)
-    run = await service.queue_run(
+    queued = await service.queue_run(
         session,
         scope,
         conversation_id,
@@ -135,6 +134,7 @@ async def stream(
         user_id,
         max_input_chars=get_settings(request).max_user_input_chars,
     )
+    run = queued.run
     # Its files, in the same transaction: refused (422, 413), neither they nor the run stay.
     if body.files:
         await save_uploads(
@@ -153,8 +153,7 @@ async def stream(
         conversation_id=conversation_id,
     )
     # The most it may cost: its own cap, or what its budgets have left.
-    cap = await run_cost_cap(session, scope.tenant_id, run.user_id, body.request.max_cost_usd)
-    inputs = RunInputs(tuple(plans), cost_cap=cap)
+    inputs = RunInputs(tuple(plans), cost_cap=queued.cost_cap)
     # A slot or a queue place is claimed now, before anything awaits, so concurrent
     # requests cannot overfill the queue; refused, the run is rolled back with the request.
     admission = executor.admit(scope.tenant_id, tenant_limit)

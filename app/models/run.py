@@ -58,6 +58,8 @@ class Run(TokenCounts, Base):
     # The skill a `/command` ran, and every skill the run had: {name: version}.
     command: Mapped[str | None] = mapped_column(String(64))
     skill_versions: Mapped[dict[str, Any] | None]
+    # What it holds of its budgets while queued or running (its cost replaces it after).
+    reserved_usd: Mapped[Decimal | None]
     # Names only: request tokens are secrets, held in memory for the run, never stored.
     token_names: Mapped[list[str] | None]
     session_id: Mapped[str | None] = mapped_column(String(100))

@@ -58,6 +58,11 @@ class TenantSettings(Schema):
     time_zone: TimeZoneName = Field(
         "UTC", description="The IANA time zone budget months are counted in."
     )
+    run_reservation_usd: Budget = Field(
+        Decimal("1.00"),
+        description="What a run without its own max_cost_usd holds of a budget while it is "
+        "queued or running, so concurrent runs cannot together overshoot it.",
+    )
     bash_enabled: bool = Field(
         False, description="Offer the Bash tool (run in the agent's jail and the CLI's sandbox)."
     )
@@ -89,6 +94,7 @@ class TenantSettingsUpdate(PatchSchema):
     user_monthly_budget_usd: Budget | None = None
     user_budgets: dict[UserId, Budget] | None = Field(default=None, max_length=1000)
     time_zone: TimeZoneName | None = None
+    run_reservation_usd: Budget | None = None
     bash_enabled: bool | None = None
     web_fetch_enabled: bool | None = None
     web_search_enabled: bool | None = None

@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import AppError, NotFoundError
 from app.models import Run, Tenant
+from app.models.run import ACTIVE_RUN_STATUSES
 from app.schemas.tenants import TenantSettings
 from app.utils.zones import zone_named
 
@@ -54,7 +55,12 @@ class BudgetState:
 async def _spent(
     session: AsyncSession, tenant_id: str, since: datetime, user_id: str | None = None
 ) -> Decimal:
-    query = select(func.coalesce(func.sum(Run.cost_usd), 0)).where(
+    """What the period's runs cost, a queued or running run counted at what it holds."""
+    held = case(
+        (Run.status.in_(ACTIVE_RUN_STATUSES), func.coalesce(Run.reserved_usd, Run.cost_usd)),
+        else_=Run.cost_usd,
+    )
+    query = select(func.coalesce(func.sum(held), 0)).where(
         Run.tenant_id == tenant_id, Run.created_at >= since
     )
     if user_id is not None:
@@ -91,15 +97,6 @@ async def budget_states(
 WARNING_SHARE = Decimal("0.8")
 
 
-async def run_cost_cap(
-    session: AsyncSession, tenant_id: str, user_id: str | None, own: Decimal | None
-) -> Decimal | None:
-    """The most a run may cost: the least of its own cap and what its budgets have left."""
-    _, states = await budget_states(session, tenant_id, user_id)
-    caps = [s.remaining_usd for s in states] + ([own] if own is not None else [])
-    return min(caps) if caps else None
-
-
 def crossed_warning(states: list[BudgetState], run_cost: Decimal) -> list[dict[str, str]]:
     """The budgets a run's cost carried past 80 % (what the `budget_warning` event says:
     which budget and its limit, not what was spent)."""
@@ -110,9 +107,29 @@ def crossed_warning(states: list[BudgetState], run_cost: Decimal) -> list[dict[s
     ]
 
 
-async def check_budgets(session: AsyncSession, tenant_id: str, user_id: str | None) -> None:
-    """429 BUDGET_EXCEEDED if a budget that applies is spent."""
+async def reserve(
+    session: AsyncSession, tenant_id: str, user_id: str | None, own_cap: Decimal | None
+) -> tuple[Decimal | None, Decimal | None]:
+    """For a run about to be queued: what it holds of its budgets, and the most it may
+    cost (its own cap, or what its budgets have left). 429 BUDGET_EXCEEDED when a budget
+    is spent. The tenant's budgets are checked one request at a time (a transaction lock,
+    held until the run is committed), so runs racing for the last of a budget cannot all
+    pass."""
+    tenant = await session.get(Tenant, tenant_id)
+    if tenant is None:
+        raise NotFoundError("Tenant", tenant_id)
+    settings = TenantSettings.model_validate(tenant.settings)
+    if settings.monthly_budget_usd is None and user_limit(settings, user_id) is None:
+        return None, own_cap
+    await session.execute(select(func.pg_advisory_xact_lock(func.hashtext(f"budget:{tenant_id}"))))
     period, states = await budget_states(session, tenant_id, user_id)
+    _refuse_if_spent(period, states)
+    left = min(s.remaining_usd for s in states)
+    cap = min(left, own_cap) if own_cap is not None else left
+    return min(own_cap or settings.run_reservation_usd, left), cap
+
+
+def _refuse_if_spent(period: Period, states: list[BudgetState]) -> None:
     for state in states:
         if state.spent_usd >= state.limit_usd:
             who = "The tenant's" if state.budget == "tenant" else "Your"

@@ -3,6 +3,7 @@ anything runs (the model is never called), counted in the tenant's time zone."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -134,3 +135,32 @@ async def test_a_run_stops_at_its_cap_or_the_budget_left(
     await _spend(app, tenant, cid, "carol", str(Decimal("0.0095") - spent))
     left = await stream_turn(client, tenant, cid, hostile(*calls))
     assert [e["error_type"] for e in left.of("error")] == ["budget_exceeded"]
+
+
+async def test_runs_racing_for_a_budget_cannot_all_pass(
+    client: httpx.AsyncClient, app: FastAPI, tenant: TenantFixture
+) -> None:
+    """A budget of 3.00 USD, each run holding 1.00 while queued or running: of 20 runs
+    started at once, 3 go and 17 are refused."""
+    settings = {
+        "monthly_budget_usd": "3.00",
+        "run_reservation_usd": "1.00",
+        "max_concurrent_runs": 20,
+    }
+    await client.put(tenant.url(), json={"settings": settings}, headers=ADMIN)
+    conversations = [await new_conversation(client, tenant) for _ in range(20)]
+
+    async def start(cid: str) -> int:
+        response = await client.post(
+            tenant.url(f"/conversations/{cid}/stream"),
+            json={"user_input": "scenario:slow:300"},
+            headers=tenant.headers,
+            timeout=60,
+        )
+        return response.status_code
+
+    statuses = await asyncio.gather(*(start(cid) for cid in conversations))
+    assert sorted(statuses) == [200] * 3 + [429] * 17, statuses
+    budget = (await client.get(tenant.url("/budget"), headers=tenant.headers)).json()
+    (line,) = budget["budgets"]
+    assert Decimal(line["spent_usd"]) < Decimal("0.1")  # reconciled: the real costs

@@ -1,0 +1,24 @@
+"""What a queued or running run holds of its budgets.
+
+Revision ID: 0007
+Revises: 0006
+Create Date: 2026-11-30
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0007"
+down_revision: str | None = "0006"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.add_column("runs", sa.Column("reserved_usd", sa.Numeric(precision=18, scale=6), nullable=True))
+
+
+def downgrade() -> None:
+    op.drop_column("runs", "reserved_usd")

@@ -17,7 +17,9 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.add_column("runs", sa.Column("reserved_usd", sa.Numeric(precision=18, scale=6), nullable=True))
+    op.add_column(
+        "runs", sa.Column("reserved_usd", sa.Numeric(precision=18, scale=6), nullable=True)
+    )
 
 
 def downgrade() -> None:

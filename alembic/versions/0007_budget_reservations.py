@@ -1,4 +1,4 @@
-"""What a queued or running run holds of its budgets.
+"""What a queued or running run holds of its budgets; how each usage record was priced.
 
 Revision ID: 0007
 Revises: 0006
@@ -20,7 +20,12 @@ def upgrade() -> None:
     op.add_column(
         "runs", sa.Column("reserved_usd", sa.Numeric(precision=18, scale=6), nullable=True)
     )
+    op.add_column(
+        "usage_records",
+        sa.Column("pricing", sa.String(length=16), server_default="exact", nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_column("usage_records", "pricing")
     op.drop_column("runs", "reserved_usd")

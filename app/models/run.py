@@ -137,6 +137,9 @@ class UsageRecord(TokenCounts, Base):
     # The catalog model it was priced as, and the name the provider served it under.
     model_id: Mapped[str] = mapped_column(String(100))
     provider_model: Mapped[str] = mapped_column(String(200))
+    # How the price was found: `exact` (the catalog lists the served model), `family`
+    # (a model of its family), `run_model` (none: priced as the run's model, flagged).
+    pricing: Mapped[str] = mapped_column(String(16), default="exact", server_default="exact")
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 

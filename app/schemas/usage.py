@@ -26,6 +26,7 @@ class UsageRecordRead(ReadSchema):
     user_id: str | None
     model_id: str
     provider_model: str
+    pricing: str
     input_tokens: int
     output_tokens: int
     cache_creation_5m_tokens: int

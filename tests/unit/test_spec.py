@@ -49,3 +49,36 @@ async def test_the_parts_make_the_options(tmp_path: Path) -> None:
     finally:
         await process.close()
     assert not process.directory.exists()
+
+
+def test_a_model_missing_from_the_catalog_is_priced_by_its_family() -> None:
+    from decimal import Decimal
+
+    from app.models import CatalogModel
+    from app.services.execute.record import price_of
+
+    def model(model_id: str) -> CatalogModel:
+        zero = Decimal(0)
+        return CatalogModel(
+            model_id=model_id,
+            display_name=model_id,
+            anthropic_model_id=f"{model_id}-20250929",
+            bedrock_model_id=None,
+            price_input=zero,
+            price_output=zero,
+            price_cache_write_5m=zero,
+            price_cache_write_1h=zero,
+            price_cache_read=zero,
+            context_window=200_000,
+        )
+
+    sonnet, haiku = model("claude-sonnet-4-5"), model("claude-haiku-4-5")
+    catalog = [sonnet, haiku]
+    assert price_of("claude-sonnet-4-5-20250929", {}, catalog, haiku) == (sonnet, "exact")
+    assert price_of("claude-haiku-4-5-20991231", {}, catalog, sonnet) == (haiku, "family")
+    assert price_of("us.anthropic.claude-haiku-4-5-20251001-v1:0", {}, catalog, sonnet) == (
+        haiku,
+        "family",
+    )
+    assert price_of("claude-haiku-4", {}, catalog, sonnet) == (sonnet, "run_model")
+    assert price_of("gpt-4o", {}, catalog, sonnet) == (sonnet, "run_model")

@@ -19,7 +19,7 @@ from app.services.budgets import budget_states, crossed_warning
 from app.services.conversations import next_message_seq
 from app.services.execute.events import RunEventLog, done_data
 from app.services.execute.translate import Output, Translator
-from app.services.execute.usage import Tokens, catalog_match
+from app.services.execute.usage import Tokens, catalog_family, catalog_match
 from app.utils.text import storable_text
 
 log = structlog.get_logger(__name__)
@@ -130,6 +130,21 @@ def process_usage(result: ResultMessage) -> dict[str, Tokens]:
     }
 
 
+def price_of(
+    provider_model: str, entry: dict[str, Any], catalog: list[CatalogModel], run_model: CatalogModel
+) -> tuple[CatalogModel, str]:
+    """The catalog model a served model is priced as, and how it was found: the model
+    itself, its family, or (flagged, and logged) the run's own model."""
+    exact = catalog_match(provider_model, entry, catalog)
+    if exact is not None:
+        return exact, "exact"
+    family = catalog_family(provider_model, catalog)
+    if family is not None:
+        return family, "family"
+    log.warning("usage_priced_as_run_model", provider_model=provider_model[:200])
+    return run_model, "run_model"
+
+
 def usage_by_model(state: RunState) -> dict[str, tuple[Tokens, dict[str, Any]]]:
     """Exact usage from the last result (model_usage counts over the process's life, so
     what it counted before this turn is taken off), else what the stream showed."""
@@ -204,7 +219,7 @@ async def _finish(
     try:
         usage_rows = []
         for provider_model, (tokens, entry) in usage_by_model(state).items():
-            priced_as = catalog_match(provider_model, entry, catalog) or model
+            priced_as, pricing = price_of(provider_model, entry, catalog, model)
             row_cost = tokens.cost(priced_as)
             total, cost = total + tokens, cost + row_cost
             usage_rows.append(
@@ -215,6 +230,7 @@ async def _finish(
                     run_id=run.run_id,
                     model_id=priced_as.model_id,
                     provider_model=provider_model,
+                    pricing=pricing,
                     cost_usd=row_cost,
                     **{k: v for k, v in tokens.as_dict().items() if k != "total_tokens"},
                 )

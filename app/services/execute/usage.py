@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from decimal import Decimal
@@ -84,6 +85,19 @@ def _cache_writes(five: Any, hour: Any, total: Any) -> tuple[int, int]:
     (an API that reports no split) is counted as 5-minute writes, the default TTL."""
     five_minutes, one_hour = int(five or 0), int(hour or 0)
     return max(five_minutes, int(total or 0) - one_hour), one_hour
+
+
+_REGION = re.compile(r"^(?:[a-z]{2,6}\.)?anthropic\.")
+_SUFFIXES = re.compile(r"(?:-v\d+(?::\d+)?)?$")
+_DATE = re.compile(r"-\d{8}$")
+
+
+def catalog_family(provider_model: str, catalog: Iterable[CatalogModel]) -> CatalogModel | None:
+    """For a model the catalog does not list: the catalog model of its family (the
+    longest catalog id the served name, without region, date and version, starts with)."""
+    name = _DATE.sub("", _SUFFIXES.sub("", _REGION.sub("", provider_model)))
+    family = [m for m in catalog if name == m.model_id or name.startswith(f"{m.model_id}-")]
+    return max(family, key=lambda m: len(m.model_id), default=None)
 
 
 def catalog_match(

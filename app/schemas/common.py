@@ -24,6 +24,7 @@ PLACEHOLDER_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 # An MCP server's name: its tools are `mcp__{name}__{tool}`.
 MCP_NAME = r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$"
 MAX_JSON_DEPTH = 16
+MAX_DOCUMENT_DEPTH = 64
 
 
 def _no_nul(value: str) -> str:
@@ -43,33 +44,48 @@ Name = Annotated[SafeStr, StringConstraints(strip_whitespace=True, min_length=1,
 UserId = Annotated[SafeStr, StringConstraints(min_length=1, max_length=255)]
 
 
-def _check_json(value: Any, depth: int = 0) -> None:
-    if depth > MAX_JSON_DEPTH:
-        raise ValueError(f"must not nest deeper than {MAX_JSON_DEPTH} levels")
+def _check_json(value: Any, max_depth: int, depth: int = 0) -> None:
+    if depth > max_depth:
+        raise ValueError(f"must not nest deeper than {max_depth} levels")
     if isinstance(value, str):
         _no_nul(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        # What jsonb stores and orjson writes: 64-bit integers.
+        if not -(2**63) <= value < 2**64:
+            raise ValueError("must hold whole numbers within 64 bits")
     elif isinstance(value, dict):
         for key, item in value.items():
             _no_nul(key)
-            _check_json(item, depth + 1)
+            _check_json(item, max_depth, depth + 1)
     elif isinstance(value, list):
         for item in value:
-            _check_json(item, depth + 1)
+            _check_json(item, max_depth, depth + 1)
+
+
+def _json_bytes(value: dict[str, Any], max_depth: int) -> int:
+    _check_json(value, max_depth)
+    try:
+        # NaN and Infinity parse as JSON here but are not JSON, and jsonb refuses them.
+        return len(json.dumps(value, ensure_ascii=False, allow_nan=False).encode())
+    except ValueError as exc:
+        raise ValueError("must not contain NaN or Infinity") from exc
 
 
 def _valid_json_object(value: dict[str, Any]) -> dict[str, Any]:
-    _check_json(value)
-    try:
-        # NaN and Infinity parse as JSON here but are not JSON, and jsonb refuses them.
-        encoded = json.dumps(value, ensure_ascii=False, allow_nan=False).encode()
-    except ValueError as exc:
-        raise ValueError("must not contain NaN or Infinity") from exc
-    if len(encoded) > MAX_JSON_OBJECT_BYTES:
+    if _json_bytes(value, MAX_JSON_DEPTH) > MAX_JSON_OBJECT_BYTES:
         raise ValueError(f"must be at most {MAX_JSON_OBJECT_BYTES} bytes as JSON")
     return value
 
 
+def _storable_document(value: dict[str, Any]) -> dict[str, Any]:
+    _json_bytes(value, MAX_DOCUMENT_DEPTH)
+    return value
+
+
 JsonObject = Annotated[dict[str, Any], AfterValidator(_valid_json_object)]
+# A larger JSON object that PostgreSQL must be able to store (an OpenAPI document in a
+# server's config): bounded by the request's size, nested up to 64 levels.
+JsonDocument = Annotated[dict[str, Any], AfterValidator(_storable_document)]
 
 
 def _to_utc(value: datetime) -> datetime:

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints
 
-from app.schemas.common import MCP_NAME, PLACEHOLDER_NAME, ReadSchema, SafeStr, Schema
+from app.schemas.common import MCP_NAME, PLACEHOLDER_NAME, JsonDocument, ReadSchema, SafeStr, Schema
 
 
 class SecretWrite(Schema):
@@ -90,7 +90,7 @@ class BuiltinServerConfig(Schema):
 class McpServerWrite(Schema):
     name: McpName = Field(description="Its tools are `mcp__{name}__{tool}`")
     type: McpType
-    config: dict[str, Any] = Field(
+    config: JsonDocument = Field(
         description="By type: http/sse `{url, headers}` (placeholders allowed in headers and "
         "the URL's query); builtin `{name}`"
     )

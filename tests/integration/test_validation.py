@@ -96,6 +96,8 @@ async def test_values_postgres_cannot_store_are_422(
         ("POST", conversations, b'{"metadata": {"x": [Infinity]}}'),
         ("POST", conversations, b'{"metadata": {"x": 1e999}}'),
         ("POST", conversations, b'{"metadata": {"\\ud800": 1}}'),
+        ("POST", conversations, b'{"metadata": {"x": 249619245715340105384034566144}}'),
+        ("POST", conversations, b'{"metadata": {"x": [-9223372036854775809]}}'),
         ("POST", conversations, b'{"user_id": "\\ud800"}'),
         ("POST", conversations, b'{"title": "a\\udfff"}'),
         ("PUT", tenant.url(), b'{"system_prompt": "\\ud800"}'),

@@ -34,3 +34,12 @@ def test_the_cli_gets_checked_frontmatter_without_a_model() -> None:
     assert written == '---\nname: "x"\ndescription: "Does: x"\n---\nBody $ARGUMENTS\n'
     frontmatter, _ = split_frontmatter(written)
     assert frontmatter == {"name": "x", "description": "Does: x"}
+
+
+def test_what_an_agent_produced_is_storable() -> None:
+    from app.utils.text import storable
+
+    value = {"a\x00": ["x\x00y", "\ud800", 10**30, -(2**63), True, 1.5, None]}
+    assert storable(value) == {
+        "a\ufffd": ["x\ufffdy", "\ufffd", str(10**30), -(2**63), True, 1.5, None]
+    }

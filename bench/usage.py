@@ -62,12 +62,13 @@ async def seed(url: str, keys: dict[str, str]) -> None:
                     "INSERT INTO usage_records (id, tenant_id, user_id, conversation_id, run_id,"
                     " model_id, provider_model, input_tokens, output_tokens,"
                     " cache_creation_5m_tokens, cache_creation_1h_tokens, cache_read_tokens,"
-                    " cost_usd, created_at)"
+                    " cost_usd, created_at, counts_run)"
                     " SELECT gen_random_uuid(), :t, 'user' || (n % 50), :c, :r,"
                     " (ARRAY['claude-sonnet-4-5','claude-haiku-4-5','claude-opus-4-1',"
                     "'claude-sonnet-4'])[1 + n % 4], 'm', 100 + n % 900, 20 + n % 80, n % 7,"
                     " 0, n % 1000, (n % 1000) / 100000.0,"
-                    " timestamptz '2026-03-01' + (n % 2678400) * interval '1 second'"
+                    " timestamptz '2026-03-01' + (n::bigint * 2678399 / :count) * interval '1 second',"
+                    " true"
                     " FROM generate_series(1, :count) AS n"
                 ),
                 {"t": tenant, "c": cid, "r": run_id, "count": count},

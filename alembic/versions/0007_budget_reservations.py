@@ -24,8 +24,17 @@ def upgrade() -> None:
         "usage_records",
         sa.Column("pricing", sa.String(length=16), server_default="exact", nullable=False),
     )
+    op.add_column(
+        "usage_records",
+        sa.Column("counts_run", sa.Boolean(), server_default=sa.text("false"), nullable=False),
+    )
+    op.execute(
+        "UPDATE usage_records SET counts_run = true WHERE id IN"
+        " (SELECT DISTINCT ON (run_id) id FROM usage_records ORDER BY run_id, created_at, id)"
+    )
 
 
 def downgrade() -> None:
+    op.drop_column("usage_records", "counts_run")
     op.drop_column("usage_records", "pricing")
     op.drop_column("runs", "reserved_usd")

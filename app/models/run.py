@@ -140,6 +140,9 @@ class UsageRecord(TokenCounts, Base):
     # How the price was found: `exact` (the catalog lists the served model), `family`
     # (a model of its family), `run_model` (none: priced as the run's model, flagged).
     pricing: Mapped[str] = mapped_column(String(16), default="exact", server_default="exact")
+    # True on exactly one record of each run (its own model's): runs are counted by
+    # summing it, with no distinct count over run ids.
+    counts_run: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 

@@ -91,7 +91,7 @@ def parse_group_by(raw: str) -> tuple[list[str], str | None]:
 def _sums() -> list[Any]:
     return [
         *(func.coalesce(func.sum(getattr(UsageRecord, t)), 0).label(t) for t in _TOKENS),
-        func.count(func.distinct(UsageRecord.run_id)).label("runs"),
+        func.count().filter(UsageRecord.counts_run).label("runs"),
         func.coalesce(func.sum(UsageRecord.cost_usd), 0).label("cost_usd"),
     ]
 
@@ -127,10 +127,9 @@ async def summary(
     for row in rows:
         if row.get("period_start") is not None:
             row["period_start"] = row["period_start"].replace(tzinfo=zone)
-    totals_query = where.apply(select(*_sums()))
-    if tenant_id is not None:
-        totals_query = totals_query.where(UsageRecord.tenant_id == tenant_id)
-    totals = dict((await session.execute(totals_query)).one()._mapping)
+    # Each run is counted on one record: the buckets' sums add up to the totals exactly.
+    totals: dict[str, Any] = {key: sum(r[key] for r in rows) for key in (*_TOKENS, "runs")}
+    totals["cost_usd"] = sum((Decimal(r["cost_usd"]) for r in rows), Decimal(0))
     return rows, totals
 
 
@@ -144,7 +143,7 @@ async def cost_report(
             select(
                 key.label("key"),
                 func.coalesce(func.sum(UsageRecord.cost_usd), 0).label("cost_usd"),
-                func.count(func.distinct(UsageRecord.run_id)).label("runs"),
+                func.count().filter(UsageRecord.counts_run).label("runs"),
             )
         ).where(UsageRecord.tenant_id == scope.tenant_id)
         rows = await session.execute(query.group_by(key).order_by(key))

@@ -60,8 +60,8 @@ async def _seed(client: httpx.AsyncClient, app: FastAPI, tenant: TenantFixture) 
                     "INSERT INTO usage_records (id, tenant_id, user_id, conversation_id, run_id,"
                     " model_id, provider_model, input_tokens, output_tokens,"
                     " cache_creation_5m_tokens, cache_creation_1h_tokens, cache_read_tokens,"
-                    " cost_usd, created_at) VALUES (gen_random_uuid(), :t, :u, :c, :run, :m, :m,"
-                    " :i, :o, :w, 0, :r, :cost, :at)"
+                    " cost_usd, created_at, counts_run) VALUES (gen_random_uuid(), :t, :u, :c, :run,"
+                    " :m, :m, :i, :o, :w, 0, :r, :cost, :at, true)"
                 ),
                 {
                     "t": tenant.tenant_id,

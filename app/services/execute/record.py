@@ -231,10 +231,14 @@ async def _finish(
                     model_id=priced_as.model_id,
                     provider_model=provider_model,
                     pricing=pricing,
+                    counts_run=False,
                     cost_usd=row_cost,
                     **{k: v for k, v in tokens.as_dict().items() if k != "total_tokens"},
                 )
             )
+        if usage_rows:  # the run is counted once: on its own model's record, else the first
+            own = [r for r in usage_rows if r.model_id == run.model_id]
+            (own or usage_rows)[0].counts_run = True
         async with sessionmaker() as session, session.begin():
             session.add_all(usage_rows)
             # What the client saw of an answer cut short is kept, as is a final result.

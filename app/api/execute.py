@@ -23,6 +23,7 @@ from app.errors import UnprocessableError, error_responses
 from app.models import RunEvent
 from app.schemas.runs import RunRead, StreamRequest, StreamUpload, run_read
 from app.services import runs as service
+from app.services.budgets import reserve
 from app.services.execute.events import RunEventLog
 from app.services.execute.executor import RunExecutor
 from app.services.execute.spec import RunInputs
@@ -126,7 +127,7 @@ async def stream(
     multipart, the request's files are put into the workspace before the run starts."""
     executor: RunExecutor = request.app.state.executor
     tenant_limit = await service.tenant_run_limit(session, scope)
-    queued = await service.queue_run(
+    run = await service.queue_run(
         session,
         scope,
         conversation_id,
@@ -134,7 +135,6 @@ async def stream(
         user_id,
         max_input_chars=get_settings(request).max_user_input_chars,
     )
-    run = queued.run
     # Its files, in the same transaction: refused (422, 413), neither they nor the run stay.
     if body.files:
         await save_uploads(
@@ -153,7 +153,12 @@ async def stream(
         conversation_id=conversation_id,
     )
     # The most it may cost: its own cap, or what its budgets have left.
-    inputs = RunInputs(tuple(plans), cost_cap=queued.cost_cap)
+    # Last, as the tenant's budgets are locked from here to the commit: 429 if one is
+    # spent; else what the run holds of them, and the most it may cost.
+    run.reserved_usd, cost_cap = await reserve(
+        session, scope.tenant_id, run.user_id, body.request.max_cost_usd
+    )
+    inputs = RunInputs(tuple(plans), cost_cap=cost_cap)
     # A slot or a queue place is claimed now, before anything awaits, so concurrent
     # requests cannot overfill the queue; refused, the run is rolled back with the request.
     admission = executor.admit(scope.tenant_id, tenant_limit)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import AfterValidator, Field, StringConstraints
 
 from app.schemas.common import MCP_NAME, PLACEHOLDER_NAME, JsonDocument, ReadSchema, SafeStr, Schema
 
@@ -70,6 +71,28 @@ class OpenApiServerConfig(Schema):
     exclude: list[OpenApiFilter] = Field(default_factory=list, max_length=50)
 
 
+# Variables the dynamic loader and libc read before bwrap has jailed anything: a tenant
+# may not set them for a STDIO server (bwrap itself starts with the server's environment).
+_LOADER_VARIABLES = re.compile(
+    r"^(LD_.*|GCONV_PATH|GLIBC_TUNABLES|MALLOC_.*|LOCPATH|NLSPATH|HOSTALIASES|RES_OPTIONS"
+    r"|LOCALDOMAIN|TZDIR|PATH|HOME|TMPDIR)$",
+    re.IGNORECASE,
+)
+
+
+def _settable(name: str) -> str:
+    if _LOADER_VARIABLES.match(name):
+        raise ValueError(f"{name} cannot be set for a STDIO server")
+    return name
+
+
+StdioVariable = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"),
+    AfterValidator(_settable),
+]
+
+
 class StdioServerConfig(Schema):
     """`stdio`: a command from the operator's list, its arguments, its environment
     (placeholders allowed there)."""
@@ -78,9 +101,7 @@ class StdioServerConfig(Schema):
     args: list[Annotated[SafeStr, StringConstraints(max_length=1024)]] = Field(
         default_factory=list, max_length=100
     )
-    env: dict[
-        Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")], HeaderValue
-    ] = Field(default_factory=dict, max_length=50)
+    env: dict[StdioVariable, HeaderValue] = Field(default_factory=dict, max_length=50)
 
 
 class BuiltinServerConfig(Schema):

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import func, select
@@ -16,7 +14,6 @@ from app.models import Message, Run, RunEvent, Tenant
 from app.models.run import ACTIVE_RUN_STATUSES
 from app.schemas.runs import StreamRequest
 from app.schemas.tenants import TenantSettings
-from app.services.budgets import reserve
 from app.services.conversations import get_conversation, next_message_seq
 from app.services.execute.events import done_data
 from app.services.integrity import flush_mapping_violations
@@ -33,13 +30,6 @@ def _in_progress(run_id: uuid.UUID | None) -> ConflictError:
     )
 
 
-@dataclass(frozen=True)
-class QueuedRun:
-    run: Run
-    # The most it may cost (its own cap, or what its budgets had left); None: no cap.
-    cost_cap: Decimal | None
-
-
 async def queue_run(
     session: AsyncSession,
     scope: TenantScope,
@@ -48,7 +38,7 @@ async def queue_run(
     header_user_id: str | None,
     *,
     max_input_chars: int,
-) -> QueuedRun:
+) -> Run:
     """Queue a run and record the user's message; the caller commits, then starts it."""
     if not body.user_input.strip():
         raise UnprocessableError("user_input must not be blank")
@@ -75,8 +65,6 @@ async def queue_run(
     user_id = (
         (body.executor.user_id if body.executor else None) or header_user_id or conversation.user_id
     )
-    # 429 before anything runs; else what it holds of its budgets, and its cost cap.
-    reserved, cost_cap = await reserve(session, scope.tenant_id, user_id, body.max_cost_usd)
     run = Run(
         tenant_id=scope.tenant_id,
         conversation_id=conversation_id,
@@ -86,7 +74,6 @@ async def queue_run(
         executor=executor,
         preferred_skills=body.preferred_skills or None,
         command=command.skill if command else None,
-        reserved_usd=reserved,
         token_names=sorted(body.tokens) or None,
     )
     session.add(run)
@@ -106,7 +93,7 @@ async def queue_run(
     )
     conversation.updated_at = func.now()
     await session.flush()
-    return QueuedRun(run, cost_cap)
+    return run
 
 
 async def tenant_run_limit(session: AsyncSession, scope: TenantScope) -> int:

@@ -12,7 +12,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import NotFoundError
+from app.errors import NotFoundError, ServiceUnavailableError
 from app.models import TenantSecret
 from app.services.pagination import paginate
 from app.services.scope import TenantScope
@@ -43,8 +43,15 @@ class Vault:
         return self._fernet.rotate(token)
 
 
-class SecretUnreadableError(Exception):
+class SecretUnreadableError(ServiceUnavailableError):
     """A stored secret that none of the service's keys decrypts (a key was dropped)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"The secret {name} cannot be decrypted with the service's keys (SECRETS_KEYS); "
+            "set it again",
+            code="SECRET_UNREADABLE",
+        )
 
 
 async def put_secret(

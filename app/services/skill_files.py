@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from app.errors import AppError, PayloadTooLargeError, UnprocessableError
+from app.utils import safe_yaml
 from app.utils.paths import BadPathError, workspace_path
 
 SKILL_FILE = "SKILL.md"
@@ -44,22 +45,6 @@ REFUSED_FIELDS = {"hooks": "a skill's hooks would run commands outside the permi
 _FRONTMATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)^---[ \t]*\r?$\n?", re.DOTALL | re.MULTILINE)
 # As much frontmatter as the CLI reads from a file it does not trust.
 MAX_FRONTMATTER_CHARS = 64 * 1024
-
-
-class _Loader(yaml.SafeLoader):
-    """Safe YAML without aliases (a few hundred bytes of nested aliases expand to
-    gigabytes) and without implicit timestamps (dates stay text)."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            raise yaml.YAMLError("aliases are not allowed")
-        return super().compose_node(parent, index)
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
 
 
 @dataclass(frozen=True)
@@ -107,7 +92,7 @@ def split_frontmatter(text: str) -> tuple[dict[str, Any], str]:
         # The CLI ends the frontmatter at the first `---` anywhere: both must agree.
         raise _refuse(SKILL_FILE, "the frontmatter holds no `---` but its delimiters")
     try:
-        data = yaml.load(block, Loader=_Loader)  # noqa: S506 (a safe loader)
+        data = safe_yaml.load(block)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 2})" if mark is not None else ""

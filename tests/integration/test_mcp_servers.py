@@ -94,6 +94,29 @@ async def test_configs_are_checked_and_kept_as_written(
             "BAD_OPENAPI",
         ),
         (server(type="openapi", config={"base_url": "https://x", "spec": "- [a"}), "BAD_OPENAPI"),
+        (
+            server(type="openapi", config={"base_url": "https://x", "spec": "a: &x [1]\nb: *x"}),
+            "BAD_OPENAPI",
+        ),
+        (
+            server(
+                type="openapi",
+                config={
+                    "base_url": "https://x",
+                    "spec_url": "https://x/o",
+                    "exclude": [{"path": "("}],
+                },
+            ),
+            "BAD_OPENAPI",
+        ),
+        (
+            server(type="stdio", config={"command": "/x", "env": {"LD_PRELOAD": "/w/x.so"}}),
+            "VALIDATION_ERROR",
+        ),
+        (
+            server(type="stdio", config={"command": "/x", "env": {"path": "/w"}}),
+            "VALIDATION_ERROR",
+        ),
     ],
 )
 async def test_bad_configs_are_422(
@@ -142,3 +165,27 @@ async def test_other_tenants_servers_are_404(
             assert_error(response, 404, "NOT_FOUND")
     listed = await client.get(other_tenant.url("/mcp-servers"), headers=other_tenant.headers)
     assert listed.json()["total"] == 0
+
+
+async def test_an_openapi_document_is_not_read_for_placeholders(
+    client: httpx.AsyncClient, tenant: TenantFixture
+) -> None:
+    """`${TOKEN}` in a document (a curl example, say) is text: saving and planning a run
+    do not take it for a placeholder."""
+    spec = {
+        "openapi": "3.0.0",
+        "info": {"title": "t", "version": "1", "description": "curl -H 'X: ${TOKEN}'"},
+        "paths": {
+            "/a": {"get": {"operationId": "get_a", "responses": {"200": {"description": "ok"}}}}
+        },
+    }
+    body = server(type="openapi", config={"base_url": "http://127.0.0.1:9", "spec": spec})
+    created = await client.post(tenant.url("/mcp-servers"), json=body, headers=tenant.headers)
+    assert created.status_code == 201, created.text
+    test = await client.post(
+        tenant.url(f"/mcp-servers/{created.json()['server_id']}/test"),
+        json={},
+        headers=tenant.headers,
+    )
+    assert test.status_code == 200, test.text  # the document needs no connection to list
+    assert [t["name"] for t in test.json()] == ["get_a"]

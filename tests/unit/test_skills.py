@@ -43,3 +43,23 @@ def test_what_an_agent_produced_is_storable() -> None:
     assert storable(value) == {
         "a\ufffd": ["x\ufffdy", "\ufffd", str(10**30), -(2**63), True, 1.5, None]
     }
+
+
+def test_secrets_are_redacted_in_every_usual_form() -> None:
+    import base64
+    import json
+    from urllib.parse import quote
+
+    from app.services.mcp.proxy import redact
+
+    secret = 'sk+ab/c=d"x'
+    forms = [
+        secret,
+        quote(secret, safe=""),
+        json.dumps(secret)[1:-1],
+        base64.b64encode(secret.encode()).decode(),
+    ]
+    for form in forms:
+        assert secret not in redact(f"<{form}>", [secret]) and "[redacted]" in redact(
+            f"<{form}>", [secret]
+        )

@@ -398,9 +398,10 @@ async def _drive(
 def _over_cap(message: Any, state: RunState, cap: Decimal | None, begun: _Start) -> bool:
     """After each model call: has the run cost more than it may? (Its streamed usage,
     priced as the catalog prices each model; the exact cost is recorded at the end.)"""
-    if cap is None or not isinstance(message, StreamEvent):
-        return False
-    if message.event.get("type") != "message_delta":
+    # Checked when a model call of the agent ends, or a sub-agent's call is counted.
+    ended = isinstance(message, StreamEvent) and message.event.get("type") == "message_delta"
+    subagent = isinstance(message, AssistantMessage) and bool(message.parent_tool_use_id)
+    if cap is None or not (ended or subagent):
         return False
     spent = sum(
         (

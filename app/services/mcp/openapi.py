@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx2
-import yaml
 from fastmcp import Client as FastMCPClient
 from fastmcp import FastMCP
 from fastmcp.server.providers.openapi import MCPType, RouteMap
 from mcp import types
 
 from app.services.mcp.proxy import PinnedTransport, ServerPlan
+from app.utils import safe_yaml
 
 MAX_SPEC_BYTES = 5 * 1024 * 1024
 MAX_REDIRECTS = 5
@@ -28,7 +28,7 @@ def parse_spec(text: str) -> dict[str, Any]:
     try:
         data = json.loads(text)
     except ValueError:
-        data = yaml.safe_load(text)
+        data = safe_yaml.load(text)
     if not isinstance(data, dict):
         raise ValueError("an OpenAPI document is an object")
     return data
@@ -117,8 +117,8 @@ async def connect_openapi(
             auth=httpx2.BasicAuth(basic["username"], basic["password"]) if basic else None,
             transport=transport,
             timeout=plan.timeout_seconds,
-            follow_redirects=True,
-            max_redirects=MAX_REDIRECTS,
+            # A redirect would carry the config's credentials to wherever it points.
+            follow_redirects=False,
         )
     )
     server = build_server(plan.name, spec, config, http)

@@ -6,13 +6,16 @@ so the CLI never holds the server's credentials nor opens a connection itself.""
 from __future__ import annotations
 
 import asyncio
+import base64
 import fnmatch
+import json
 import os
 import time
 from collections.abc import Iterable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import quote, quote_plus
 
 import httpx2
 import structlog
@@ -183,10 +186,25 @@ async def list_allowed_tools(client: ToolClient, plan: ServerPlan) -> list[types
     return allowed(tools, plan.allowed_tools)
 
 
+def _forms(value: str) -> set[str]:
+    """A secret as a server may echo it: as is, URL-encoded, JSON-escaped, in base64."""
+    raw = value.encode()
+    return {
+        value,
+        quote(value, safe=""),
+        quote_plus(value),
+        json.dumps(value)[1:-1],
+        base64.b64encode(raw).decode().rstrip("="),
+        base64.urlsafe_b64encode(raw).decode().rstrip("="),
+    }
+
+
 def redact(text: str, secrets: Iterable[str]) -> str:
-    for value in sorted(secrets, key=len, reverse=True):
-        if len(value) >= 4:
-            text = text.replace(value, REDACTED)
+    """`text` with every secret (in any of its usual forms) replaced."""
+    forms = {form for value in secrets for form in _forms(value)}
+    for form in sorted(forms, key=len, reverse=True):
+        if len(form) >= 4:
+            text = text.replace(form, REDACTED)
     return text
 
 
@@ -202,7 +220,7 @@ def _content(block: Any, secrets: Sequence[str]) -> dict[str, Any]:
         return {"type": "text", "text": text}
     if data.get("type") == "image":
         return {"type": "image", "data": data.get("data", ""), "mimeType": data.get("mimeType", "")}
-    return {"type": "text", "text": redact(str(data)[:MAX_RESULT_CHARS], secrets)}
+    return {"type": "text", "text": redact(json.dumps(data), secrets)[:MAX_RESULT_CHARS]}
 
 
 @dataclass
@@ -242,11 +260,11 @@ def proxy_server(
             finally:
                 calls.calls.append((plan.name, tool.name, time.monotonic() - started, failed))
 
+        # What the server says of its tools reaches the model too: redacted alike.
+        description = redact(tool.description or tool.title or tool.name, plan.secret_values)
+        schema = json.loads(redact(json.dumps(tool.input_schema), plan.secret_values))
         return SdkMcpTool(
-            name=tool.name,
-            description=tool.description or tool.title or tool.name,
-            input_schema=tool.input_schema,
-            handler=call,
+            name=tool.name, description=description, input_schema=schema, handler=call
         )
 
     return create_sdk_mcp_server(plan.name, tools=[forwarder(t) for t in tools])

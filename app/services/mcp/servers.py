@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -107,6 +108,13 @@ def _check_openapi(config: dict[str, Any]) -> None:
                 f"Placeholders may be in headers, query and basic, not in `{key}`",
                 code="BAD_PLACEHOLDER",
             )
+    for rule in config.get("exclude", []):
+        try:
+            re.compile(rule.get("path") or "")
+        except re.error as exc:
+            raise UnprocessableError(
+                f"exclude: {rule.get('path')!r} is not a regular expression", code="BAD_OPENAPI"
+            ) from exc
     if "spec" in config:
         try:
             spec = (
@@ -212,7 +220,9 @@ async def plan_servers(
                 )
             )
             continue
-        wanted = placeholders.check(server.config)
+        # An OpenAPI document is text of its own: nothing in it is a placeholder.
+        configurable = {k: v for k, v in server.config.items() if k != "spec"}
+        wanted = placeholders.check(configurable)
         secrets = await read_secrets(
             session, vault, scope.tenant_id, [n for kind, n in wanted if kind == "secrets"]
         )
@@ -225,7 +235,7 @@ async def plan_servers(
             values[("user", "id")] = user_id
         if conversation_id is not None:
             values[("conversation", "id")] = str(conversation_id)
-        config = placeholders.substitute(server.config, values, server.name)
+        config = {**server.config, **placeholders.substitute(configurable, values, server.name)}
         sensitive = tuple(v for (kind, _), v in values.items() if kind in ("secrets", "request"))
         plans.append(
             ServerPlan(

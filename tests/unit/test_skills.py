@@ -63,3 +63,32 @@ def test_secrets_are_redacted_in_every_usual_form() -> None:
         assert secret not in redact(f"<{form}>", [secret]) and "[redacted]" in redact(
             f"<{form}>", [secret]
         )
+
+
+async def test_placeholders_in_a_url_query_are_encoded() -> None:
+    import uuid
+
+    from app.models import McpServer
+    from app.services.mcp.servers import plan_servers
+    from app.services.scope import TenantScope
+
+    server = McpServer(
+        server_id=uuid.uuid4(),
+        tenant_id="acme",
+        name="crm",
+        type="http",
+        config={"url": "https://x/mcp?key=${request.k}", "headers": {"A": "${request.k}"}},
+        allowed_tools=None,
+        timeout_seconds=5.0,
+    )
+    (plan,) = await plan_servers(
+        None,  # type: ignore[arg-type]  # no secrets named: the session is not used
+        None,  # type: ignore[arg-type]
+        TenantScope("acme"),
+        [server],
+        tokens={"k": "a&b=c#d"},
+        user_id=None,
+        conversation_id=None,
+    )
+    assert plan.config["url"] == "https://x/mcp?key=a%26b%3Dc%23d"
+    assert plan.config["headers"] == {"A": "a&b=c#d"}

@@ -10,7 +10,7 @@ import re
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -236,6 +236,9 @@ async def plan_servers(
         if conversation_id is not None:
             values[("conversation", "id")] = str(conversation_id)
         config = {**server.config, **placeholders.substitute(configurable, values, server.name)}
+        if "url" in configurable:  # in a URL's query, a value is one parameter's, encoded
+            encoded = {key: quote(value, safe="") for key, value in values.items()}
+            config["url"] = placeholders.substitute(configurable["url"], encoded, server.name)
         sensitive = tuple(v for (kind, _), v in values.items() if kind in ("secrets", "request"))
         plans.append(
             ServerPlan(

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response, status
 
-from app.api.deps import CurrentScope, DbSession, HeaderUserId, Pagination
+from app.api.deps import CurrentScope, DbSession, HeaderUserId, Pagination, get_store
 from app.errors import error_responses
 from app.schemas.common import Page, UserId, UtcDatetime
 from app.schemas.conversations import (
@@ -118,7 +118,7 @@ async def delete_conversation(
     data_dir, cid = request.app.state.settings.data_dir, str(conversation_id)
     request.app.state.background.spawn(
         workspace.remove_stored(
-            request.app.state.store,
+            get_store(request),
             prefix=workspace.conversation_prefix(scope.tenant_id, conversation_id),
             local=cached_copy(data_dir, scope.tenant_id, cid),
         ),

@@ -18,6 +18,7 @@ from app.schemas.tenants import TenantId
 from app.services import auth
 from app.services.api_keys import touch_last_used
 from app.services.scope import TenantScope
+from app.services.storage import ObjectStore
 from app.services.tenants import get_tenant
 
 log = structlog.get_logger(__name__)
@@ -26,6 +27,17 @@ log = structlog.get_logger(__name__)
 def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
+
+
+def get_store(request: Request) -> ObjectStore:
+    store: ObjectStore = request.app.state.store
+    return store
+
+
+def retire_warm_sessions(request: Request, tenant_id: str) -> None:
+    """The tenant's skills or MCP servers changed: its idle agent processes, made with the
+    old ones, are ended (a run would not take them anyway: their spec differs)."""
+    request.app.state.executor.ctx.warm.discard(tenant_id)
 
 
 def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response, status
 
-from app.api.deps import CurrentScope, DbSession, HeaderUserId, Pagination
+from app.api.deps import CurrentScope, DbSession, HeaderUserId, Pagination, retire_warm_sessions
 from app.errors import UnprocessableError, error_responses
 from app.schemas.common import Page
 from app.schemas.integrations import (
@@ -28,11 +28,6 @@ router = APIRouter(prefix="/api/tenants/{tenant_id}/mcp-servers", tags=["mcp"])
 
 ServerPath = Annotated[uuid.UUID, Path(description="The server's id")]
 _ONE = error_responses(401, 403, 404, 422)
-
-
-def _retire_warm_sessions(request: Request, tenant_id: str) -> None:
-    executor: RunExecutor = request.app.state.executor
-    executor.ctx.warm.discard(tenant_id)
 
 
 @router.get("", response_model=Page[McpServerRead], responses=_ONE)
@@ -56,7 +51,7 @@ async def create_server(
     as `${secrets.NAME}` or `${request.NAME}` (a token of the stream request)."""
     commands = request.app.state.settings.mcp_stdio_commands
     row = await service.create_server(session, scope, body, commands)
-    _retire_warm_sessions(request, scope.tenant_id)
+    retire_warm_sessions(request, scope.tenant_id)
     return McpServerRead.model_validate(row)
 
 
@@ -89,7 +84,7 @@ async def replace_server(
 ) -> McpServerRead:
     commands = request.app.state.settings.mcp_stdio_commands
     row = await service.replace_server(session, scope, server_id, body, commands)
-    _retire_warm_sessions(request, scope.tenant_id)
+    retire_warm_sessions(request, scope.tenant_id)
     return McpServerRead.model_validate(row)
 
 
@@ -100,7 +95,7 @@ async def delete_server(
     request: Request, scope: CurrentScope, session: DbSession, server_id: ServerPath
 ) -> Response:
     await service.delete_server(session, scope, server_id)
-    _retire_warm_sessions(request, scope.tenant_id)
+    retire_warm_sessions(request, scope.tenant_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

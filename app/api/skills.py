@@ -17,7 +17,15 @@ from pydantic import ValidationError
 from starlette.datastructures import FormData
 
 from app.api.bodies import form_files, form_texts, invalid, media_type, parse_json, read_form
-from app.api.deps import CurrentPrincipal, CurrentScope, DbSession, HeaderUserId, Pagination
+from app.api.deps import (
+    CurrentPrincipal,
+    CurrentScope,
+    DbSession,
+    HeaderUserId,
+    Pagination,
+    get_store,
+    retire_warm_sessions,
+)
 from app.api.openapi import schema_ref
 from app.errors import AppError, NotFoundError, UnprocessableError, error_responses
 from app.models import Skill, SkillVersion
@@ -35,10 +43,8 @@ from app.schemas.skills import (
     SlashCommandRead,
 )
 from app.services import skills as service
-from app.services.execute.executor import RunExecutor
 from app.services.scope import TenantScope
 from app.services.skill_files import SkillFolder, SkillLimits, check_folder, read_zip
-from app.services.storage import ObjectStore
 from app.services.workspace import mime_type_of, remove_stored
 
 router = APIRouter(prefix="/api/tenants/{tenant_id}", tags=["skills"])
@@ -142,11 +148,6 @@ async def _form_folder(form: FormData, limits: SkillLimits) -> SkillFolder:
     return await asyncio.to_thread(check_folder, contents, limits)
 
 
-def _store(request: Request) -> ObjectStore:
-    store: ObjectStore = request.app.state.store
-    return store
-
-
 def _author(principal: CurrentPrincipal, user_id: str | None) -> str:
     if user_id is not None:
         return user_id
@@ -164,13 +165,6 @@ async def _detail(session: DbSession, scope: TenantScope, skill: Skill) -> Skill
         frontmatter=version.frontmatter,
         files=_files(version),
     )
-
-
-def _retire_warm_sessions(request: Request, tenant_id: str) -> None:
-    """The tenant's skill set changed: its idle agent processes, made with the old set,
-    are ended (a run would not take them anyway: their spec differs)."""
-    executor: RunExecutor = request.app.state.executor
-    executor.ctx.warm.discard(tenant_id)
 
 
 @router.post(
@@ -191,9 +185,9 @@ async def create_skill(
     """A new skill (version 1) from a JSON files map, a zip of its folder, or multipart
     files; 409 `SKILL_EXISTS` if the tenant has one of that name."""
     skill = await service.create_skill(
-        session, _store(request), scope, body.folder, body.meta, _author(principal, user_id)
+        session, get_store(request), scope, body.folder, body.meta, _author(principal, user_id)
     )
-    _retire_warm_sessions(request, scope.tenant_id)
+    retire_warm_sessions(request, scope.tenant_id)
     return await _detail(session, scope, skill)
 
 
@@ -228,9 +222,15 @@ async def update_skill(
     """A new version of the skill (in any of the three forms); no new version when its
     files are unchanged. Runs that started before keep the version they had."""
     skill = await service.update_skill(
-        session, _store(request), scope, name, body.folder, body.meta, _author(principal, user_id)
+        session,
+        get_store(request),
+        scope,
+        name,
+        body.folder,
+        body.meta,
+        _author(principal, user_id),
     )
-    _retire_warm_sessions(request, scope.tenant_id)
+    retire_warm_sessions(request, scope.tenant_id)
     return await _detail(session, scope, skill)
 
 
@@ -243,7 +243,7 @@ async def patch_skill(
     """Metadata and status: title, slash command and its description, whether users may
     pick it, active or disabled."""
     skill = await service.patch_skill(session, scope, name, _meta(body))
-    _retire_warm_sessions(request, scope.tenant_id)
+    retire_warm_sessions(request, scope.tenant_id)
     return await _detail(session, scope, skill)
 
 
@@ -259,9 +259,9 @@ async def delete_skill(
     """The skill, its versions and its files go; runs keep saying which version they had."""
     prefix = await service.delete_skill(session, scope, name)
     await session.commit()
-    _retire_warm_sessions(request, scope.tenant_id)
+    retire_warm_sessions(request, scope.tenant_id)
     request.app.state.background.spawn(
-        remove_stored(_store(request), prefix=prefix), name=f"delete-skill-{name}"
+        remove_stored(get_store(request), prefix=prefix), name=f"delete-skill-{name}"
     )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -302,7 +302,7 @@ async def download_skill_file(
     key = service.blob_key(scope.tenant_id, skill.skill_id, entry["sha256"])
     filename = quote(path.rsplit("/", 1)[-1])
     return StreamingResponse(
-        _store(request).stream(key, start=0, end=entry["size"]),
+        get_store(request).stream(key, start=0, end=entry["size"]),
         media_type=mime_type_of(path),
         headers={
             "ETag": f'"{entry["sha256"]}"',

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response, status
 
-from app.api.deps import AdminPrincipal, DbSession, Pagination, get_settings
+from app.api.deps import AdminPrincipal, DbSession, Pagination, get_settings, get_store
 from app.errors import error_responses
 from app.schemas.common import Page
 from app.schemas.tenants import TenantCreate, TenantId, TenantRead, TenantStatus, TenantUpdate
@@ -82,7 +82,7 @@ async def delete_tenant(
     data_dir = request.app.state.settings.data_dir
     request.app.state.background.spawn(
         workspace.remove_stored(
-            request.app.state.store,
+            get_store(request),
             prefix=f"{tenant_id}/",
             local=[
                 tenant_workspaces(data_dir, tenant_id),

@@ -24,7 +24,7 @@ from fastapi import (
 from fastapi.responses import StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api.deps import CurrentScope, DbSession, HeaderUserId, Pagination
+from app.api.deps import CurrentScope, DbSession, HeaderUserId, Pagination, get_store
 from app.errors import AppError, UnprocessableError, error_responses
 from app.models import WorkspaceFile
 from app.schemas.common import Page
@@ -32,7 +32,6 @@ from app.schemas.workspace import WorkspaceFileRead, WorkspaceFileVersionRead
 from app.services import workspace as service
 from app.services.conversations import get_conversation
 from app.services.scope import TenantScope
-from app.services.storage import ObjectStore
 from app.utils.paths import BadPathError, workspace_path
 
 router = APIRouter(
@@ -56,11 +55,6 @@ def _path(raw: str) -> str:
         return workspace_path(raw)
     except BadPathError as exc:
         raise UnprocessableError(f"Bad file path: {exc}", code="BAD_PATH") from exc
-
-
-def _store(request: Request) -> ObjectStore:
-    store: ObjectStore = request.app.state.store
-    return store
 
 
 def _read(file: WorkspaceFile) -> WorkspaceFileRead:
@@ -148,7 +142,7 @@ async def save_uploads(
     for upload, relative in zip(files, relatives, strict=True):
         change = await service.write_file(
             session,
-            _store(request),
+            get_store(request),
             scope,
             conversation_id,
             relative,
@@ -215,7 +209,7 @@ async def upload_file(
     data = await request.body()
     change = await service.write_file(
         session,
-        _store(request),
+        get_store(request),
         scope,
         conversation_id,
         relative,
@@ -263,7 +257,7 @@ async def download_file(
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{row.size}"
     headers["Content-Length"] = str(end - start)
     key = service.blob_key(scope.tenant_id, conversation_id, row.sha256)
-    body = _store(request).stream(key, start=start, end=end)
+    body = get_store(request).stream(key, start=start, end=end)
     return StreamingResponse(body, status_code=code, media_type=file.mime_type, headers=headers)
 
 

@@ -50,19 +50,28 @@ class UsageFilter:
 
     def apply(self, query: Any) -> Any:
         """`query` (a select over usage_records) narrowed to these filters."""
-        if self.start is not None:
-            query = query.where(UsageRecord.created_at >= self.start)
-        if self.end is not None:
-            query = query.where(UsageRecord.created_at < self.end)
-        for column, value in (
+        return _narrowed(
+            query,
+            (UsageRecord.created_at, self.start, self.end),
             (UsageRecord.user_id, self.user_id),
             (UsageRecord.conversation_id, self.conversation_id),
             (UsageRecord.run_id, self.run_id),
             (UsageRecord.model_id, self.model_id),
-        ):
-            if value is not None:
-                query = query.where(column == value)
-        return query
+        )
+
+
+def _narrowed(query: Any, period: tuple[Any, datetime | None, datetime | None], *equal: Any) -> Any:
+    """`query` with the filters that are given: the period [start, end) on its column, and
+    each (column, value) pair as column = value."""
+    moment, start, end = period
+    if start is not None:
+        query = query.where(moment >= start)
+    if end is not None:
+        query = query.where(moment < end)
+    for column, value in equal:
+        if value is not None:
+            query = query.where(column == value)
+    return query
 
 
 async def list_records(
@@ -227,18 +236,13 @@ class ToolFilter:
 async def tool_logs(
     session: AsyncSession, scope: TenantScope, where: ToolFilter, *, limit: int, offset: int
 ) -> tuple[list[ToolCall], int]:
-    query = scope.select(ToolCall)
-    for column, value in (
+    query = _narrowed(
+        scope.select(ToolCall),
+        (ToolCall.started_at, where.start, where.end),
         (ToolCall.name, where.name),
         (ToolCall.status, where.status),
         (ToolCall.run_id, where.run_id),
         (ToolCall.conversation_id, where.conversation_id),
-    ):
-        if value is not None:
-            query = query.where(column == value)
-    if where.start is not None:
-        query = query.where(ToolCall.started_at >= where.start)
-    if where.end is not None:
-        query = query.where(ToolCall.started_at < where.end)
+    )
     query = query.order_by(ToolCall.started_at.desc(), ToolCall.id)
     return await paginate(session, query, limit=limit, offset=offset)

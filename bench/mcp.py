@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from claude_agent_sdk import ClaudeAgentOptions, ClaudeSDKClient, ResultMessage
+from claude_agent_sdk import ClaudeSDKClient, ResultMessage
 from fastapi import FastAPI
 
 from app.services.execute.offline_model import OfflineModelServer
@@ -31,8 +31,6 @@ from app.services.mcp.proxy import ProxyCalls, ServerPlan, proxy_server
 from app.services.mcp.upstream import Upstream
 from bench.common import fresh_database, server_url
 from bench.runs import (
-    MODEL,
-    _allow,
     bench_tenant,
     interleaved_ttft,
     new_conversation,
@@ -40,6 +38,7 @@ from bench.runs import (
     service_turn,
     start_service,
 )
+from tests.integration.bare_sdk import bare_options
 from tests.integration.live_server import serve
 from tests.integration.mcp_servers import crm
 
@@ -105,20 +104,7 @@ async def warm_ttft(base: str, model_url: str, scratch: Path, urls: dict[str, st
 
 
 async def _turn(model_url: str, workdir: Path, servers: dict[str, Any], prompt: str) -> float:
-    options = ClaudeAgentOptions(
-        model=MODEL,
-        cwd=str(workdir),
-        can_use_tool=_allow,
-        setting_sources=[],
-        tools=["Read"],
-        mcp_servers=servers,
-        env={
-            "ANTHROPIC_BASE_URL": model_url,
-            "ANTHROPIC_API_KEY": "offline",
-            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-            "CLAUDE_CONFIG_DIR": str(workdir / ".claude"),
-        },
-    )
+    options = bare_options(model_url, workdir, tools=["Read"], mcp_servers=servers)
     async with ClaudeSDKClient(options) as client:
         await client.query("warm up")  # the process and its connections ready
         async for message in client.receive_response():

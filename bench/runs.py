@@ -17,41 +17,23 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
-from claude_agent_sdk import ClaudeAgentOptions, ClaudeSDKClient, StreamEvent
-from claude_agent_sdk.types import PermissionResultAllow, ToolPermissionContext
+from claude_agent_sdk import ClaudeSDKClient, StreamEvent
 
 from app.services.execute.offline_model import OfflineModelServer
 from bench.common import ADMIN_KEY, fresh_database, server_url
+from tests.integration.bare_sdk import bare_options
 from tests.integration.live_server import spawn_service
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 CHUNKS = int(os.environ.get("BENCH_CHUNKS", "5000"))
-MODEL = "claude-sonnet-4-5-20250929"
 TEXT_DELTA = b"event: text_delta\n"  # how a text event's block begins
-
-
-async def _allow(_: str, __: dict[str, Any], ___: ToolPermissionContext) -> PermissionResultAllow:
-    return PermissionResultAllow()
 
 
 async def bare_turn(model_url: str, workdir: Path, prompt: str) -> tuple[float, int, float]:
     """(seconds to the first text delta, text deltas, seconds from first to last delta)."""
-    options = ClaudeAgentOptions(
-        model=MODEL,
-        cwd=str(workdir),
-        can_use_tool=_allow,
-        include_partial_messages=True,
-        setting_sources=[],
-        env={
-            "ANTHROPIC_BASE_URL": model_url,
-            "ANTHROPIC_API_KEY": "offline",
-            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-            "CLAUDE_CONFIG_DIR": str(workdir / ".claude"),
-        },
-    )
+    options = bare_options(model_url, workdir, include_partial_messages=True)
     started = time.perf_counter()
     first = last = 0.0
     deltas = 0

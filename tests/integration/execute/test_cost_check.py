@@ -6,15 +6,14 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from claude_agent_sdk import ClaudeAgentOptions, ClaudeSDKClient, ResultMessage
-from claude_agent_sdk.types import PermissionResultAllow, ToolPermissionContext
+from claude_agent_sdk import ClaudeSDKClient, ResultMessage
 from fastapi import FastAPI
 
 from tests.conftest import TenantFixture
+from tests.integration.bare_sdk import bare_options
 from tests.integration.execute.streams import new_conversation, stream_turn
 
 
@@ -23,24 +22,8 @@ def wire() -> str:
     return "anthropic"
 
 
-async def _allow(_: str, __: dict[str, Any], ___: ToolPermissionContext) -> PermissionResultAllow:
-    return PermissionResultAllow()
-
-
 async def _cli_cost(model_url: str, workdir: Path, prompt: str) -> ResultMessage:
-    options = ClaudeAgentOptions(
-        model="claude-sonnet-4-5-20250929",
-        cwd=str(workdir),
-        can_use_tool=_allow,
-        setting_sources=[],
-        tools=[],
-        env={
-            "ANTHROPIC_BASE_URL": model_url,
-            "ANTHROPIC_API_KEY": "offline",
-            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-            "CLAUDE_CONFIG_DIR": str(workdir / ".claude"),
-        },
-    )
+    options = bare_options(model_url, workdir, tools=[])
     async with ClaudeSDKClient(options) as client:
         await client.query(prompt)
         async for message in client.receive_response():

@@ -12,10 +12,11 @@ from decimal import Decimal
 from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import AppError, NotFoundError
-from app.models import Run, Tenant
+from app.errors import AppError
+from app.models import Run
 from app.models.run import ACTIVE_RUN_STATUSES
 from app.schemas.tenants import TenantSettings
+from app.services.tenants import tenant_settings
 from app.utils.zones import zone_named
 
 
@@ -78,10 +79,17 @@ async def budget_states(
     session: AsyncSession, tenant_id: str, user_id: str | None, now: datetime | None = None
 ) -> tuple[Period, list[BudgetState]]:
     """This month's period, and each budget that applies (tenant, then user)."""
-    tenant = await session.get(Tenant, tenant_id)
-    if tenant is None:
-        raise NotFoundError("Tenant", tenant_id)
-    settings = TenantSettings.model_validate(tenant.settings)
+    settings = await tenant_settings(session, tenant_id)
+    return await _states(session, tenant_id, settings, user_id, now)
+
+
+async def _states(
+    session: AsyncSession,
+    tenant_id: str,
+    settings: TenantSettings,
+    user_id: str | None,
+    now: datetime | None = None,
+) -> tuple[Period, list[BudgetState]]:
     period = month_of(settings.time_zone, now or datetime.now(UTC))
     states = []
     if settings.monthly_budget_usd is not None:
@@ -115,14 +123,11 @@ async def reserve(
     is spent. The tenant's budgets are checked one request at a time (a transaction lock,
     held until the run is committed), so runs racing for the last of a budget cannot all
     pass."""
-    tenant = await session.get(Tenant, tenant_id)
-    if tenant is None:
-        raise NotFoundError("Tenant", tenant_id)
-    settings = TenantSettings.model_validate(tenant.settings)
+    settings = await tenant_settings(session, tenant_id)
     if settings.monthly_budget_usd is None and user_limit(settings, user_id) is None:
         return None, own_cap
     await session.execute(select(func.pg_advisory_xact_lock(func.hashtext(f"budget:{tenant_id}"))))
-    period, states = await budget_states(session, tenant_id, user_id)
+    period, states = await _states(session, tenant_id, settings, user_id)
     _refuse_if_spent(period, states)
     left = min(s.remaining_usd for s in states)
     cap = min(left, own_cap) if own_cap is not None else left

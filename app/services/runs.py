@@ -9,17 +9,17 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import ConflictError, NotFoundError, UnprocessableError
-from app.models import Message, Run, RunEvent, Tenant
+from app.errors import ConflictError, UnprocessableError
+from app.models import Message, Run, RunEvent
 from app.models.run import ACTIVE_RUN_STATUSES
 from app.schemas.runs import StreamRequest
-from app.schemas.tenants import TenantSettings
 from app.services.conversations import get_conversation, next_message_seq
 from app.services.execute.events import done_data
 from app.services.integrity import flush_mapping_violations
 from app.services.models import require_model
 from app.services.scope import TenantScope
 from app.services.skills import check_preferred, resolve_command
+from app.services.tenants import tenant_settings
 
 
 def _in_progress(run_id: uuid.UUID | None) -> ConflictError:
@@ -98,10 +98,7 @@ async def queue_run(
 
 async def tenant_run_limit(session: AsyncSession, scope: TenantScope) -> int:
     """How many runs the tenant may have going at once (its `max_concurrent_runs`)."""
-    tenant = await session.get(Tenant, scope.tenant_id)
-    if tenant is None:
-        raise NotFoundError("Tenant", scope.tenant_id)
-    return TenantSettings.model_validate(tenant.settings).max_concurrent_runs
+    return (await tenant_settings(session, scope.tenant_id)).max_concurrent_runs
 
 
 async def get_run(

@@ -29,6 +29,11 @@ async def get_tenant(session: AsyncSession, tenant_id: str, *, for_update: bool 
     return tenant
 
 
+async def tenant_settings(session: AsyncSession, tenant_id: str) -> TenantSettings:
+    """The tenant's settings, defaults filled in; 404 if there is no such tenant."""
+    return TenantSettings.model_validate((await get_tenant(session, tenant_id)).settings)
+
+
 async def create_tenant(session: AsyncSession, data: TenantCreate, default_model_id: str) -> Tenant:
     if await session.get(Tenant, data.tenant_id) is not None:
         raise _exists(data.tenant_id)

@@ -17,13 +17,13 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import ConflictError, NotFoundError, PayloadTooLargeError
-from app.models import Conversation, Tenant, WorkspaceFile, WorkspaceFileVersion
-from app.schemas.tenants import TenantSettings
+from app.models import Conversation, WorkspaceFile, WorkspaceFileVersion
 from app.services.conversations import get_conversation
 from app.services.integrity import flush_mapping_violations
 from app.services.pagination import paginate
 from app.services.scope import TenantScope
 from app.services.storage import ObjectStore
+from app.services.tenants import tenant_settings
 
 log = structlog.get_logger(__name__)
 DELETE_ATTEMPTS = 5
@@ -108,11 +108,7 @@ class FileLimits:
 
 
 async def tenant_limits(session: AsyncSession, tenant_id: str, caps: FileCaps) -> FileLimits:
-    tenant = await session.get(Tenant, tenant_id)
-    if tenant is None:
-        raise NotFoundError("Tenant", tenant_id)
-    quota = TenantSettings.model_validate(tenant.settings).storage_quota_bytes
-    return FileLimits(caps, quota)
+    return FileLimits(caps, (await tenant_settings(session, tenant_id)).storage_quota_bytes)
 
 
 async def _check_limits(

@@ -27,7 +27,7 @@ from claude_agent_sdk import ClaudeSDKClient, ResultMessage
 from fastapi import FastAPI
 
 from app.services.execute.offline_model import OfflineModelServer
-from app.services.mcp.proxy import ProxyCalls, ServerPlan, proxy_server
+from app.services.mcp.proxy import ServerPlan, proxy_server
 from app.services.mcp.upstream import Upstream
 from bench.common import fresh_database, server_url
 from bench.runs import (
@@ -132,7 +132,7 @@ async def per_call(model_url: str, scratch: Path, url: str) -> None:
         assert upstream.client is not None
         setups = {
             "direct": {"crm": {"type": "http", "url": url}},
-            "proxy": {"crm": proxy_server(plan, upstream.client, upstream.tools, ProxyCalls())},
+            "proxy": {"crm": proxy_server(plan, upstream.client, upstream.tools)},
         }
         times: dict[str, list[float]] = {name: [] for name in setups}
         for round_number in range(3):

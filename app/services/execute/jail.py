@@ -23,7 +23,6 @@ import structlog
 
 from app.services.execute.egress import EgressBridge, Endpoint
 from app.services.execute.present import Presenter
-from app.services.mcp.proxy import ProxyCalls
 from app.services.mcp.upstream import Upstream
 
 log = structlog.get_logger(__name__)
@@ -261,7 +260,6 @@ class AgentProcess:
     # (name, why), each said to the run that started it.
     upstreams: list[Upstream] = field(default_factory=list)
     mcp_failures: list[tuple[str, str]] = field(default_factory=list)
-    mcp_calls: ProxyCalls = field(default_factory=ProxyCalls)
 
     @property
     def prompt(self) -> Path:

@@ -10,10 +10,9 @@ import base64
 import fnmatch
 import json
 import os
-import time
 from collections.abc import Iterable, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import quote, quote_plus
 
@@ -223,29 +222,20 @@ def _content(block: Any, secrets: Sequence[str]) -> dict[str, Any]:
     return {"type": "text", "text": redact(json.dumps(data), secrets)[:MAX_RESULT_CHARS]}
 
 
-@dataclass
-class ProxyCalls:
-    """Timings of the calls a proxy forwarded (server, tool, seconds, error)."""
-
-    calls: list[tuple[str, str, float, bool]] = field(default_factory=list)
-
-
 def proxy_server(
-    plan: ServerPlan, client: ToolClient, tools: Sequence[types.Tool], calls: ProxyCalls
+    plan: ServerPlan, client: ToolClient, tools: Sequence[types.Tool]
 ) -> McpSdkServerConfig:
-    """The in-process server the CLI gets: the allowed tools, each call forwarded."""
+    """The in-process server the CLI gets: the allowed tools, each call forwarded (its
+    timing is the tool call's, recorded with the run)."""
 
     def forwarder(tool: types.Tool) -> SdkMcpTool[Any]:
         async def call(args: dict[str, Any]) -> dict[str, Any]:
-            started = time.monotonic()
-            failed = True
             try:
                 result = await client.call_tool(
                     tool.name, args, read_timeout_seconds=plan.timeout_seconds
                 )
-                failed = bool(result.is_error)
                 content = [_content(block, plan.secret_values) for block in result.content]
-                return {"content": content, "is_error": failed}
+                return {"content": content, "is_error": bool(result.is_error)}
             except Exception as exc:
                 log.warning(
                     "mcp_call_failed",
@@ -257,8 +247,6 @@ def proxy_server(
                     f"The tool server {plan.name} failed: {type(exc).__name__}", plan.secret_values
                 )
                 return {"content": [{"type": "text", "text": message}], "is_error": True}
-            finally:
-                calls.calls.append((plan.name, tool.name, time.monotonic() - started, failed))
 
         # What the server says of its tools reaches the model too: redacted alike.
         description = redact(tool.description or tool.title or tool.name, plan.secret_values)
@@ -268,17 +256,3 @@ def proxy_server(
         )
 
     return create_sdk_mcp_server(plan.name, tools=[forwarder(t) for t in tools])
-
-
-__all__ = [
-    "BlockedAddressError",
-    "PinnedTransport",
-    "ProxyCalls",
-    "ServerPlan",
-    "allowed",
-    "connect",
-    "failure_reason",
-    "list_allowed_tools",
-    "proxy_server",
-    "redact",
-]

@@ -15,9 +15,7 @@ def apply(build: AgentBuild) -> None:
     servers = build.options.setdefault("mcp_servers", {})
     for upstream in build.process.upstreams:
         assert upstream.client is not None
-        servers[upstream.plan.name] = proxy_server(
-            upstream.plan, upstream.client, upstream.tools, build.process.mcp_calls
-        )
+        servers[upstream.plan.name] = proxy_server(upstream.plan, upstream.client, upstream.tools)
     for name, builtin in build.spec.builtin_servers:
         if builtin == "web":
             servers[name] = WebFetcher(build.runtime.allow_hosts).server(name)

@@ -102,12 +102,14 @@ class WorkspaceCache:
         """After a run: measure its workspace, then evict idle ones, least recently used
         first, until the cache is within its cap. `in_use(conversation_id)`: a warm
         session works there."""
+        if self.max_bytes is None:
+            return  # no cap: nothing to measure
         key = (tenant_id, conversation_id)
         folder = workspace_dir(self.data_dir, tenant_id, conversation_id)
         size = await asyncio.to_thread(_disk_usage, folder)
         if key in self._sizes:
             self._sizes[key] = size
-        if self.max_bytes is None or self.used_bytes <= self.max_bytes:
+        if self.used_bytes <= self.max_bytes:
             return
         evicted: list[Path] = []
         for candidate in list(self._sizes):

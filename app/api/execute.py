@@ -16,7 +16,7 @@ from fastapi.responses import StreamingResponse
 from starlette.datastructures import UploadFile
 
 from app.api.bodies import form_files, form_texts, media_type, parse_json, read_form
-from app.api.deps import CurrentScope, DbSession, HeaderUserId, get_settings
+from app.api.deps import CurrentPrincipal, CurrentScope, DbSession, HeaderUserId, get_settings
 from app.api.openapi import schema_ref
 from app.api.workspace import MAX_UPLOAD_FILES, save_uploads
 from app.errors import UnprocessableError, error_responses
@@ -117,6 +117,7 @@ async def _stream_body(request: Request) -> AsyncIterator[StreamBody]:
 async def stream(
     request: Request,
     scope: CurrentScope,
+    principal: CurrentPrincipal,
     session: DbSession,
     user_id: HeaderUserId,
     conversation_id: Annotated[uuid.UUID, Path()],
@@ -134,6 +135,7 @@ async def stream(
         body.request,
         user_id,
         max_input_chars=get_settings(request).max_user_input_chars,
+        api_key_id=principal.key_id,
     )
     # Its files, in the same transaction: refused (422, 413), neither they nor the run stay.
     if body.files:

@@ -41,8 +41,9 @@ def _filter(
     conversation_id: uuid.UUID | None = None,
     run_id: uuid.UUID | None = None,
     model_id: Annotated[str | None, Query(max_length=100)] = None,
+    api_key_id: Annotated[uuid.UUID | None, Query(description="The tenant key that ran it")] = None,
 ) -> service.UsageFilter:
-    return service.UsageFilter(start, end, user_id, conversation_id, run_id, model_id)
+    return service.UsageFilter(start, end, user_id, conversation_id, run_id, model_id, api_key_id)
 
 
 Filter = Annotated[service.UsageFilter, Depends(_filter)]
@@ -93,7 +94,10 @@ async def _summary(
 
 GroupBy = Annotated[
     str,
-    Query(max_length=100, description="Comma-separated: model, user, and hour|day|week|month"),
+    Query(
+        max_length=100,
+        description="Comma-separated: model, user, api_key (tenant: admins), and hour|day|week|month",
+    ),
 ]
 
 

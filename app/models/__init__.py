@@ -4,7 +4,7 @@ from app.models.base import Base
 from app.models.conversation import Conversation, ConversationCount, Message
 from app.models.integration import McpServer, TenantSecret
 from app.models.model import CatalogModel
-from app.models.run import Run, RunEvent, SdkSessionEntry, ToolCall, UsageRecord
+from app.models.run import Run, RunEvent, SdkSessionEntry, ToolCall, UsageRecord, UsageRollup
 from app.models.skill import Skill, SkillVersion
 from app.models.tenant import ApiKey, Tenant
 from app.models.workspace import WorkspaceFile, WorkspaceFileVersion
@@ -26,6 +26,7 @@ __all__ = [
     "TenantSecret",
     "ToolCall",
     "UsageRecord",
+    "UsageRollup",
     "WorkspaceFile",
     "WorkspaceFileVersion",
 ]

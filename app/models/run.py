@@ -7,7 +7,18 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, Text, func, text
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Numeric,
+    SmallInteger,
+    String,
+    Text,
+    func,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSON
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -50,6 +61,10 @@ class Run(TokenCounts, Base):
         ForeignKey("conversations.conversation_id", ondelete="CASCADE"), index=True
     )
     user_id: Mapped[str | None] = mapped_column(String(255))
+    # The tenant key that started it (None for an admin key).
+    api_key_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="SET NULL")
+    )
     model_id: Mapped[str] = mapped_column(String(100))
     status: Mapped[str] = mapped_column(String(16), default="queued")
     user_input: Mapped[str] = mapped_column(Text)
@@ -123,7 +138,13 @@ class UsageRecord(TokenCounts, Base):
     """What one model served one run, priced from the catalog."""
 
     __tablename__ = "usage_records"
-    __table_args__ = (Index("ix_usage_records_tenant_created", "tenant_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_usage_records_tenant_created", "tenant_id", "created_at"),
+        Index("ix_usage_records_tenant_user_id_created", "tenant_id", "user_id", "created_at"),
+        Index(
+            "ix_usage_records_tenant_api_key_id_created", "tenant_id", "api_key_id", "created_at"
+        ),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.tenant_id", ondelete="CASCADE"))
@@ -134,6 +155,9 @@ class UsageRecord(TokenCounts, Base):
     run_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("runs.run_id", ondelete="CASCADE"), index=True
     )
+    api_key_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="SET NULL")
+    )
     # The catalog model it was priced as, and the name the provider served it under.
     model_id: Mapped[str] = mapped_column(String(100))
     provider_model: Mapped[str] = mapped_column(String(200))
@@ -143,7 +167,33 @@ class UsageRecord(TokenCounts, Base):
     # True on exactly one record of each run (its own model's): runs are counted by
     # summing it, with no distinct count over run ids.
     counts_run: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
+    # What its cache reads saved against uncached input, at the prices it was charged.
+    cache_saved_usd: Mapped[Decimal] = mapped_column(default=Decimal(0), server_default=text("0"))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class UsageRollup(Base):
+    """Usage records summed by tenant, UTC bucket (of 60 and of 15 minutes) and model;
+    kept by a database trigger (migration 0008), read by summaries. Never written by the
+    application."""
+
+    __tablename__ = "usage_rollups"
+
+    tenant_id: Mapped[str] = mapped_column(
+        ForeignKey("tenants.tenant_id", ondelete="CASCADE"), primary_key=True
+    )
+    width_minutes: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    bucket_start: Mapped[datetime] = mapped_column(primary_key=True)
+    model_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    records: Mapped[int] = mapped_column(BigInteger)
+    runs: Mapped[int] = mapped_column(BigInteger)
+    input_tokens: Mapped[int] = mapped_column(BigInteger)
+    output_tokens: Mapped[int] = mapped_column(BigInteger)
+    cache_creation_5m_tokens: Mapped[int] = mapped_column(BigInteger)
+    cache_creation_1h_tokens: Mapped[int] = mapped_column(BigInteger)
+    cache_read_tokens: Mapped[int] = mapped_column(BigInteger)
+    cost_usd: Mapped[Decimal] = mapped_column(Numeric(24, 6))
+    cache_saved_usd: Mapped[Decimal] = mapped_column(Numeric(24, 6))
 
 
 class SdkSessionEntry(Base):

@@ -24,6 +24,7 @@ class UsageRecordRead(ReadSchema):
     run_id: uuid.UUID
     conversation_id: uuid.UUID
     user_id: str | None
+    api_key_id: uuid.UUID | None
     model_id: str
     provider_model: str
     pricing: str
@@ -33,16 +34,18 @@ class UsageRecordRead(ReadSchema):
     cache_creation_1h_tokens: int
     cache_read_tokens: int
     cost_usd: Usd
+    cache_saved_usd: Usd
     created_at: datetime
 
 
 class UsageBucket(TokenTotals):
-    """One group: the period it starts (in the asked time zone) and/or its model, user
-    or tenant, as grouped."""
+    """One group: the period it starts (in the asked time zone) and/or its model, user,
+    API key or tenant, as grouped."""
 
     period_start: datetime | None = None
     model_id: str | None = None
     user_id: str | None = None
+    api_key_id: uuid.UUID | None = None
     tenant_id: str | None = None
 
 

@@ -38,6 +38,7 @@ async def queue_run(
     header_user_id: str | None,
     *,
     max_input_chars: int,
+    api_key_id: uuid.UUID | None = None,
 ) -> Run:
     """Queue a run and record the user's message; the caller commits, then starts it."""
     if not body.user_input.strip():
@@ -69,6 +70,7 @@ async def queue_run(
         tenant_id=scope.tenant_id,
         conversation_id=conversation_id,
         user_id=user_id,
+        api_key_id=api_key_id,
         model_id=conversation.model_id,
         user_input=body.user_input,
         executor=executor,

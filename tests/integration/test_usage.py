@@ -19,10 +19,22 @@ from tests.conftest import ADMIN, TenantFixture, assert_error
 
 # claude-sonnet-4-5's catalog prices, per million tokens: input 3, cache read 0.30.
 ROWS = [
-    # (user, model, created_at UTC, input, output, cache write 5m, cache read, cost)
-    ("alice", "claude-sonnet-4-5", "2026-03-02T23:30:00Z", 1000, 100, 0, 9000, "0.012345"),
-    ("alice", "claude-sonnet-4-5", "2026-03-03T10:00:00Z", 2000, 200, 500, 0, "0.020001"),
-    ("bob", "claude-haiku-4-5", "2026-03-03T15:00:00Z", 500, 50, 0, 1000, "0.000777"),
+    # (user, model, created_at UTC, input, output, cache write 5m, cache read, cost, and what
+    # the reads saved at the prices charged: 9,000 x (3.00 - 0.30) / 1e6 and, for haiku,
+    # 1,000 x (1.00 - 0.10) / 1e6)
+    (
+        "alice",
+        "claude-sonnet-4-5",
+        "2026-03-02T23:30:00Z",
+        1000,
+        100,
+        0,
+        9000,
+        "0.012345",
+        "0.0243",
+    ),
+    ("alice", "claude-sonnet-4-5", "2026-03-03T10:00:00Z", 2000, 200, 500, 0, "0.020001", "0"),
+    ("bob", "claude-haiku-4-5", "2026-03-03T15:00:00Z", 500, 50, 0, 1000, "0.000777", "0.0009"),
 ]
 
 
@@ -31,7 +43,7 @@ async def _seed(client: httpx.AsyncClient, app: FastAPI, tenant: TenantFixture) 
     cid = uuid.UUID(created.json()["conversation_id"])
     async with app.state.engine.begin() as conn:
         run_ids = []
-        for user, model, when, inp, out, write, read, cost in ROWS:
+        for user, model, when, inp, out, write, read, cost, saved in ROWS:
             at = datetime.fromisoformat(when)
             run_id = await conn.scalar(
                 text(
@@ -60,8 +72,8 @@ async def _seed(client: httpx.AsyncClient, app: FastAPI, tenant: TenantFixture) 
                     "INSERT INTO usage_records (id, tenant_id, user_id, conversation_id, run_id,"
                     " model_id, provider_model, input_tokens, output_tokens,"
                     " cache_creation_5m_tokens, cache_creation_1h_tokens, cache_read_tokens,"
-                    " cost_usd, created_at, counts_run) VALUES (gen_random_uuid(), :t, :u, :c, :run,"
-                    " :m, :m, :i, :o, :w, 0, :r, :cost, :at, true)"
+                    " cost_usd, cache_saved_usd, created_at, counts_run) VALUES (gen_random_uuid(),"
+                    " :t, :u, :c, :run, :m, :m, :i, :o, :w, 0, :r, :cost, :saved, :at, true)"
                 ),
                 {
                     "t": tenant.tenant_id,
@@ -74,6 +86,7 @@ async def _seed(client: httpx.AsyncClient, app: FastAPI, tenant: TenantFixture) 
                     "w": write,
                     "r": read,
                     "cost": Decimal(cost),
+                    "saved": Decimal(saved),
                     "at": at,
                 },
             )
@@ -149,12 +162,7 @@ async def test_groupings_csv_cost_report_and_tool_logs(
         ("alice", "0.032346"),
         ("bob", "0.000777"),
     ]
-    # By hand: sonnet reads 9,000 x (3.00 - 0.30) / 1e6 = 0.0243; haiku reads
-    # 1,000 x (1.00 - 0.10) / 1e6 = 0.0009 (its catalog prices).
-    haiku = await client.get("/api/models/claude-haiku-4-5", headers=ADMIN)
-    h_in, h_read = Decimal(haiku.json()["price_input"]), Decimal(haiku.json()["price_cache_read"])
-    expected = Decimal("0.0243") + Decimal(1000) * (h_in - h_read) / Decimal(1_000_000)
-    assert Decimal(report["cache"]["saved_usd"]) == expected.quantize(Decimal("0.000001"))
+    assert report["cache"]["saved_usd"] == "0.025200"  # 0.0243 + 0.0009
     assert report["cache"]["hit_ratio"] == round(10_000 / (3500 + 500 + 10_000), 6)
 
     logs = (await client.get(tenant.url("/tool-logs"), headers=tenant.headers)).json()
@@ -193,3 +201,55 @@ async def test_reports_never_cross_tenants(
     assert_error(await client.get("/api/usage/summary", headers=tenant.headers), 403)
     everyone = await client.get("/api/usage/summary", params={"group_by": "tenant"}, headers=ADMIN)
     assert [(b["tenant_id"], b["runs"]) for b in everyone.json()["buckets"]] == [("acme", 3)]
+
+
+async def test_the_rollup_answers_as_the_records_do(
+    client: httpx.AsyncClient, app: FastAPI, tenant: TenantFixture
+) -> None:
+    """A period on the rollup's hour or quarter-hour buckets is read from the rollup; one
+    a microsecond off them, from the records: both answer the same, in every grouping and
+    in zones with half- and quarter-hour offsets. Deleting the conversation empties both."""
+    ids = await _seed(client, app, tenant)
+    on_hours = {"from": "2026-03-01T00:00:00Z", "to": "2026-04-01T00:00:00Z"}
+    on_quarters = {**on_hours, "to": "2026-04-01T00:00:00+05:45"}
+    off_buckets = {**on_hours, "from": "2026-03-01T00:00:00.000001Z"}
+    for group_by in ("model", "hour", "model,day", "week", "month"):
+        for tz in ("UTC", "Asia/Tokyo", "America/New_York", "Asia/Kolkata", "Asia/Kathmandu"):
+            params = {"group_by": group_by, "tz": tz}
+            records = await _summary(client, tenant, **params, **off_buckets)
+            assert records["totals"]["cost_usd"] == "0.033123"
+            for on_buckets in (on_hours, on_quarters):
+                assert await _summary(client, tenant, **params, **on_buckets) == records
+    on_report = await client.get(
+        tenant.url("/cost-report"), params=on_hours, headers=tenant.headers
+    )
+    off_report = await client.get(
+        tenant.url("/cost-report"), params=off_buckets, headers=tenant.headers
+    )
+    assert on_report.json() == off_report.json()
+    async with app.state.engine.connect() as conn:
+        rollups = await conn.execute(
+            text(
+                "SELECT model_id, records, runs, cost_usd FROM usage_rollups"
+                " WHERE tenant_id = :t AND width_minutes = 60 ORDER BY bucket_start"
+            ),
+            {"t": tenant.tenant_id},
+        )
+        assert [tuple(r) for r in rollups] == [
+            ("claude-sonnet-4-5", 1, 1, Decimal("0.012345")),
+            ("claude-sonnet-4-5", 1, 1, Decimal("0.020001")),
+            ("claude-haiku-4-5", 1, 1, Decimal("0.000777")),
+        ]
+
+    deleted = await client.delete(
+        tenant.url(f"/conversations/{ids['conversation_id']}"), headers=tenant.headers
+    )
+    assert deleted.status_code == 204
+    for params in (on_hours, on_quarters, off_buckets):
+        empty = await _summary(client, tenant, group_by="model", **params)
+        assert empty["buckets"] == [] and empty["totals"]["cost_usd"] == "0.000000"
+    async with app.state.engine.connect() as conn:
+        left = await conn.scalar(
+            text("SELECT count(*) FROM usage_rollups WHERE tenant_id = :t"), {"t": tenant.tenant_id}
+        )
+    assert left == 0

@@ -12,7 +12,7 @@ from app.services.execute.options import open_agent
 from app.services.execute.providers import Provider
 from app.services.execute.spec import AgentRuntime, RunSpec
 
-SPEC = RunSpec("acme", "c1", "You help Acme.", "claude-sonnet-4-5", 7, ("Read", "Bash"), None)
+SPEC = RunSpec("acme", "c1", "You help Acme.", "claude-sonnet-4-5", (), 7, ("Read", "Bash"), None)
 
 
 def test_the_fingerprint_is_the_process_shape() -> None:

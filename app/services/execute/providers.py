@@ -3,6 +3,7 @@ or the offline model, and the model name each expects."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from app.config import ModelProvider, Settings
@@ -21,6 +22,10 @@ AWS_VARIABLES = (
     "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
     "AWS_CONTAINER_CREDENTIALS_FULL_URI",
 )
+
+
+# The CLI's model aliases; each is pointed at a catalog model by ANTHROPIC_DEFAULT_{X}_MODEL.
+MODEL_ALIASES = ("haiku", "sonnet", "opus")
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,21 @@ class Provider:
     def model_name(self, model: CatalogModel) -> str:
         name = model.bedrock_model_id if self.wire == "bedrock" else model.anthropic_model_id
         return name or model.model_id
+
+    def aliases(self, catalog: Iterable[CatalogModel]) -> tuple[tuple[str, str], ...]:
+        """What the CLI's model aliases (a sub-agent's `model: haiku`, its own helper
+        calls) name: the catalog's newest active model of each family, so the agent calls
+        a model the catalog prices, never one the CLI release picked."""
+        active = sorted(
+            (m for m in catalog if m.status == "active"),
+            key=lambda m: (m.created_at, m.model_id),
+            reverse=True,
+        )
+        return tuple(
+            (alias, self.model_name(found))
+            for alias in MODEL_ALIASES
+            if (found := next((m for m in active if alias in m.model_id), None)) is not None
+        )
 
 
 def resolve_provider(

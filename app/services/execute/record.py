@@ -228,11 +228,13 @@ async def _finish(
                     user_id=run.user_id,
                     conversation_id=run.conversation_id,
                     run_id=run.run_id,
+                    api_key_id=run.api_key_id,
                     model_id=priced_as.model_id,
                     provider_model=provider_model,
                     pricing=pricing,
                     counts_run=False,
                     cost_usd=row_cost,
+                    cache_saved_usd=tokens.cache_saved(priced_as),
                     **{k: v for k, v in tokens.as_dict().items() if k != "total_tokens"},
                 )
             )

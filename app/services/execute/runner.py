@@ -311,6 +311,7 @@ async def _drive(
         conversation_id=str(conversation.conversation_id),
         system_prompt=begun.system_prompt,
         model=ctx.agent.provider.model_name(begun.model),
+        model_aliases=ctx.agent.provider.aliases(begun.catalog),
         max_turns=begun.settings.max_turns,
         tools=agent_tools(begun.settings),
         resume=conversation.sdk_session_id,

@@ -43,6 +43,8 @@ class RunSpec:
     conversation_id: str
     system_prompt: str | None
     model: str
+    # What the CLI's aliases name: (alias, the provider's model name).
+    model_aliases: tuple[tuple[str, str], ...]
     max_turns: int
     tools: tuple[str, ...]
     # The SDK session to resume: what the process continues, not what it is.

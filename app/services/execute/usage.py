@@ -40,6 +40,10 @@ class Tokens:
             + self.cache_read_tokens * model.price_cache_read
         ) / PER_MILLION
 
+    def cache_saved(self, model: CatalogModel) -> Decimal:
+        """What the cache reads saved against the same tokens as uncached input."""
+        return self.cache_read_tokens * (model.price_input - model.price_cache_read) / PER_MILLION
+
     def as_dict(self) -> dict[str, int]:
         return {
             **{f.name: getattr(self, f.name) for f in fields(self)},

@@ -175,6 +175,49 @@ async def test_subagent(client: httpx.AsyncClient, app: FastAPI, tenant: TenantF
     assert second.done["usage"]["input_tokens"] == 100
 
 
+async def test_a_subagent_on_another_model_is_charged_at_its_prices(
+    client: httpx.AsyncClient, app: FastAPI, tenant: TenantFixture
+) -> None:
+    """The sub-agent runs on Haiku: its calls are recorded and priced as Haiku's (the
+    run counted once, on its own model), and a summary by model says so."""
+    cid = await new_conversation(client, tenant)
+    stream = await stream_turn(client, tenant, cid, "scenario:subagent:haiku")
+    bedrock = app.state.offline_model.requests[-1]["api"] == "bedrock"
+    assert stream.done["status"] == "success"
+    called = {r.get("model") or r["body"]["model"] for r in app.state.offline_model.requests}
+    # The CLI's `haiku` names the catalog's Haiku (left to itself, this CLI release picks
+    # a model the catalog does not have).
+    assert {name.split(".")[-1] for name in called} == {
+        "claude-haiku-4-5-20251001-v1:0" if bedrock else "claude-haiku-4-5-20251001",
+        "claude-sonnet-4-5-20250929-v1:0" if bedrock else "claude-sonnet-4-5-20250929",
+    }, called
+    rows = await _rows(
+        app,
+        "SELECT model_id, pricing, counts_run, input_tokens, output_tokens, cost_usd, api_key_id"
+        " FROM usage_records WHERE run_id = :r ORDER BY model_id",
+        r=_run_id(stream),
+    )
+    # 100 in / 20 out a call. Haiku (1 and 5 per million): one call = 0.000200. Sonnet
+    # (3 and 15): the other three = 0.001800.
+    assert [(r["model_id"], r["counts_run"], r["input_tokens"], r["cost_usd"]) for r in rows] == [
+        ("claude-haiku-4-5", False, 100, Decimal("0.000200")),
+        ("claude-sonnet-4-5", True, 300, Decimal("0.001800")),
+    ]
+    assert {r["pricing"] for r in rows} <= {"exact", "family"}
+    assert {str(r["api_key_id"]) for r in rows} == {tenant.key_id}
+    assert stream.done["cost_usd"] == "0.002000"
+    summary = await client.get(
+        tenant.url("/usage/summary"), params={"group_by": "model,api_key"}, headers=tenant.headers
+    )
+    assert [
+        (b["model_id"], b["api_key_id"], b["runs"], b["cost_usd"])
+        for b in summary.json()["buckets"]
+    ] == [
+        ("claude-haiku-4-5", tenant.key_id, 0, "0.000200"),
+        ("claude-sonnet-4-5", tenant.key_id, 1, "0.001800"),
+    ]
+
+
 async def test_cache_usage_and_cost_by_hand(
     client: httpx.AsyncClient, app: FastAPI, tenant: TenantFixture
 ) -> None:
@@ -194,6 +237,36 @@ async def test_cache_usage_and_cost_by_hand(
     (row,) = await _rows(app, "SELECT * FROM usage_records WHERE run_id = :r", r=_run_id(stream))
     assert row["model_id"] == "claude-sonnet-4-5" and row["cost_usd"] == Decimal("0.024900")
     assert row["cache_creation_1h_tokens"] == 1000 and row["tenant_id"] == tenant.tenant_id
+
+
+async def test_a_price_change_applies_from_its_time(
+    client: httpx.AsyncClient, app: FastAPI, tenant: TenantFixture
+) -> None:
+    """A run is charged at the prices when it ran: doubling Sonnet's prices afterwards
+    neither reprices it nor what its cache reads saved; the next run pays the new ones."""
+    cid = await new_conversation(client, tenant)
+    before = await stream_turn(client, tenant, cid, "scenario:cache")
+    report = (await client.get(tenant.url("/cost-report"), headers=tenant.headers)).json()
+    # 3,000 cache reads x (3.00 - 0.30) / 1e6; reads over all input: 3,000 / 7,000.
+    assert report["cache"] == {
+        "cache_read_tokens": 3000,
+        "saved_usd": "0.008100",
+        "hit_ratio": round(3000 / 7000, 6),
+    }
+    doubled = {
+        "price_input": "6",
+        "price_output": "30",
+        "price_cache_write_5m": "7.5",
+        "price_cache_write_1h": "12",
+        "price_cache_read": "0.6",
+    }
+    changed = await client.put("/api/models/claude-sonnet-4-5", json=doubled, headers=ADMIN)
+    assert changed.status_code == 200, changed.text
+    after = await stream_turn(client, tenant, cid, "scenario:cache")
+    assert (before.done["cost_usd"], after.done["cost_usd"]) == ("0.024900", "0.049800")
+    report = (await client.get(tenant.url("/cost-report"), headers=tenant.headers)).json()
+    assert report["total_usd"] == "0.074700"
+    assert report["cache"]["saved_usd"] == "0.024300"  # 0.0081 + 3,000 x 5.4 / 1e6
 
 
 async def test_second_turn_resumes_the_session(

@@ -25,7 +25,7 @@ SCENARIOS: dict[str, str] = {
     "tool": "one Write tool call, then a closing answer",
     "parallel": "two Write tool calls in one message (run in parallel), then an answer",
     "subagent": "an Agent (Task) call whose sub-agent answers on its own; then an answer "
-    "(scenario:subagent:N, N calls at once)",
+    "(scenario:subagent:N, N calls at once; scenario:subagent:haiku, on that model)",
     "skill": "a Skill tool call (scenario:skill:NAME), then an answer",
     "slow": "streamed text with a pause between chunks (scenario:slow:MS, default 200)",
     "cache": "a plain answer whose usage includes cache writes (5m and 1h) and reads",
@@ -247,6 +247,8 @@ def plan_reply(request: dict[str, Any]) -> Reply:
             "subagent_type": "general-purpose",
         }
         count = int(arg) if arg and arg.isdigit() else 1
+        if arg and not arg.isdigit():
+            agent_input["model"] = arg
         return Reply(
             tuple(ToolUse(_tool_id(request, i), "Agent", agent_input) for i in range(count))
         )

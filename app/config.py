@@ -29,6 +29,9 @@ class AppEnv(StrEnum):
     PRODUCTION = "production"
 
 
+NodeRole = Literal["api", "worker"]
+
+
 class ModelProvider(StrEnum):
     BEDROCK = "bedrock"
     ANTHROPIC = "anthropic"
@@ -112,9 +115,19 @@ class Settings(BaseSettings):
     max_concurrent_runs: int = Field(default=10, ge=1)
     max_queued_runs: int = Field(default=100, ge=0)
     run_queue_timeout: float = Field(default=120.0, gt=0)
-    # At start, mark runs left queued/running by a crashed process as interrupted. Right
-    # for one service process per database; turn off where several share one.
+    # At start, mark runs this node left queued/running when it last stopped (and those
+    # of nodes whose heartbeat lapsed) as interrupted. Never touches a live node's runs.
     recover_runs_on_start: bool = True
+    # This node among several on one database: its id (unset: made once and kept in
+    # DATA_DIR/node-id), its roles (`api` serves requests, `worker` runs agents), how
+    # often it beats, and after how long without a beat another node takes it for gone
+    # and interrupts its runs.
+    node_id: str | None = Field(default=None, max_length=100, pattern=r"^[A-Za-z0-9._-]+$")
+    node_roles: Annotated[list[NodeRole], NoDecode] = Field(
+        default_factory=lambda: list[NodeRole](["api", "worker"]), min_length=1
+    )
+    node_heartbeat_seconds: float = Field(default=5.0, gt=0)
+    node_timeout_seconds: float = Field(default=30.0, gt=0)
     # The longest a run may take, start to end, before it is stopped.
     run_timeout: float = Field(default=3600.0, gt=0)
     # On shutdown, how long running runs may go on before they are cancelled.
@@ -151,7 +164,9 @@ class Settings(BaseSettings):
     # resolve to private addresses: an operator's deliberate exception.
     outbound_allow_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
-    @field_validator("admin_api_keys", "outbound_allow_hosts", "secrets_keys", mode="before")
+    @field_validator(
+        "admin_api_keys", "outbound_allow_hosts", "secrets_keys", "node_roles", mode="before"
+    )
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):

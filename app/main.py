@@ -39,7 +39,7 @@ from app.middleware import RequestContextMiddleware
 from app.request_limits import RequestLimitsMiddleware
 from app.schemas.runs import StreamRequest, StreamUpload
 from app.schemas.skills import SkillCreate, SkillUpload
-from app.services import runs
+from app.services.cluster import Cluster, node_id_for
 from app.services.execute.cache import WorkspaceCache
 from app.services.execute.executor import RunExecutor
 from app.services.execute.jail import Jail, find_bwrap, install_launcher
@@ -70,15 +70,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.engine = engine
     app.state.sessionmaker = db.create_sessionmaker(engine)
     app.state.schema_head = ScriptDirectory.from_config(db.alembic_config(url)).get_current_head()
-    if settings.recover_runs_on_start:
-        try:
-            async with app.state.sessionmaker() as session, session.begin():
-                interrupted = await runs.interrupt_abandoned(session)
-            if interrupted:
-                log.warning("runs_interrupted_at_start", count=interrupted)
-        except (SQLAlchemyError, OSError) as exc:
-            # Not migrated yet, or unreachable: /health/ready says so; start anyway.
-            log.warning("run_recovery_skipped", error_type=type(exc).__name__)
+    cluster = Cluster(
+        url,
+        app.state.sessionmaker,
+        node_id=node_id_for(settings.data_dir, settings.node_id),
+        roles=settings.node_roles,
+        heartbeat_seconds=settings.node_heartbeat_seconds,
+        timeout_seconds=settings.node_timeout_seconds,
+    )
+    app.state.cluster = cluster
     offline_model = None
     if settings.provider is ModelProvider.OFFLINE:
         offline_model = OfflineModelServer()
@@ -110,7 +110,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         max_running=settings.max_concurrent_runs,
         max_queued=settings.max_queued_runs,
         queue_timeout=settings.run_queue_timeout,
+        cluster=cluster,
     )
+    try:
+        interrupted = await cluster.start(recover=settings.recover_runs_on_start)
+        if interrupted:
+            log.warning("runs_interrupted_at_start", count=interrupted)
+    except (SQLAlchemyError, OSError) as exc:
+        # Not migrated yet, or unreachable: /health/ready says so; start anyway.
+        log.warning("node_start_failed", error_type=type(exc).__name__)
     log.info(
         "service_started",
         env=settings.app_env.value,
@@ -118,11 +126,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         model_provider=provider.name.value,
         wire=provider.wire,
         agent_sandbox=app.state.agent_sandbox,
+        node_id=cluster.node_id,
+        roles=",".join(cluster.roles),
     )
     try:
         yield
     finally:
         await app.state.executor.shutdown(settings.shutdown_timeout)
+        await cluster.stop()
         await app.state.background.drain(settings.shutdown_timeout)
         shutil.rmtree(runtime_dir, ignore_errors=True)
         if offline_model is not None:

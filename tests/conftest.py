@@ -158,7 +158,7 @@ def make_settings(database_url: URL, tmp_path: Path, **overrides: Any) -> Settin
 async def reset_database(url: URL) -> None:
     await run_sql(
         url,
-        "TRUNCATE tenants, models, sdk_session_entries CASCADE",
+        "TRUNCATE tenants, models, sdk_session_entries, nodes CASCADE",
         "INSERT INTO models SELECT * FROM test_snapshot.models",
     )
 

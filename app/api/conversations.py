@@ -115,6 +115,7 @@ async def delete_conversation(
     await service.delete_conversation(session, scope, conversation_id)
     await session.commit()
     await executor.end_work_of(scope.tenant_id, conversation_id, CONVERSATION_DELETED)
+    await executor.cluster.tell("x", scope.tenant_id, conversation_id)  # and other nodes'
     data_dir, cid = request.app.state.settings.data_dir, str(conversation_id)
     request.app.state.background.spawn(
         workspace.remove_stored(

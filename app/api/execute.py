@@ -21,18 +21,27 @@ from app.api.openapi import schema_ref
 from app.api.workspace import MAX_UPLOAD_FILES, save_uploads
 from app.errors import UnprocessableError, error_responses
 from app.models import RunEvent
+from app.models.run import ACTIVE_RUN_STATUSES
 from app.schemas.runs import RunRead, StreamRequest, StreamUpload, run_read
 from app.services import runs as service
 from app.services.budgets import reserve
+from app.services.cluster import Cluster
 from app.services.execute.events import RunEventLog
 from app.services.execute.executor import RunExecutor
 from app.services.execute.spec import RunInputs
 from app.services.mcp.servers import plan_servers, run_servers
+from app.services.scope import TenantScope
 
 router = APIRouter(prefix="/api/tenants/{tenant_id}", tags=["execution"])
 
 PING_SECONDS = 10.0
 COALESCE_SECONDS = 0.02
+# A follower of another node's run: how often it reads without a notice, and repeats to
+# the owner that it follows.
+POLL_SECONDS = 1.0
+# How long a cancel waits for another node to stop its run before it answers 202.
+CANCEL_WAIT_SECONDS = 10.0
+FOLLOW_REPEAT_SECONDS = 5.0
 MAX_SEQ = 10_000_000  # the highest seq a client may resume after
 _STREAM_DOC: dict[int | str, dict[str, Any]] = {
     200: {
@@ -75,6 +84,52 @@ async def sse_events(events: RunEventLog, after: int = 0) -> AsyncIterator[bytes
     if after >= len(events.events) and events.events and events.events[-1]["event"] == "done":
         last = events.events[-1]
         yield _sse(last["event"], last["json"], last["seq"])
+
+
+async def follow_stored(
+    request: Request, tenant_id: str, run_id: uuid.UUID, after: int
+) -> AsyncIterator[bytes]:
+    """A run this node does not hold (another node runs it, or it is queued): its stored
+    events after seq `after`, then each batch its owner stores, read when the owner's
+    notice comes (or after a second without one), until `done`. Should the run come to
+    this node meanwhile, its live log takes over from where the stored ones left off."""
+    state = request.app.state
+    executor: RunExecutor = state.executor
+    cluster: Cluster = state.cluster
+    scope, key = TenantScope(tenant_id), str(run_id)
+    position, quiet_since, told = after, time.monotonic(), -FOLLOW_REPEAT_SECONDS
+    while True:
+        live = executor.live_events(run_id)
+        if live is not None:
+            async for chunk in sse_events(live, after=position):
+                yield chunk
+            return
+        if time.monotonic() - told >= FOLLOW_REPEAT_SECONDS:
+            await cluster.tell("f", run_id)  # its owner stores its events promptly
+            told = time.monotonic()
+        async with state.sessionmaker() as session:
+            rows = await service.stored_events(session, scope, run_id, position)
+            status = "active" if rows else await service.run_status(session, scope, run_id)
+            if status is None:
+                return  # deleted
+            if status not in ACTIVE_RUN_STATUSES:  # what is left, and always its `done`
+                rows = await service.replay_after(session, scope, run_id, position)
+        if rows:
+            yield b"".join(_sse(row.type, orjson.dumps(row.data), row.seq) for row in rows)
+            position, quiet_since = max(position, rows[-1].seq), time.monotonic()
+            if rows[-1].type == "done":
+                return
+            continue
+        if time.monotonic() - quiet_since >= PING_SECONDS:
+            ping = {
+                "seq": position,
+                "timestamp": datetime.now(UTC).isoformat(),
+                "run_id": key,
+                "elapsed_ms": int((time.monotonic() - quiet_since) * 1000),
+            }
+            yield _sse("ping", orjson.dumps(ping))
+            quiet_since = time.monotonic()
+        await cluster.signals.wait(key, POLL_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -136,6 +191,7 @@ async def stream(
         user_id,
         max_input_chars=get_settings(request).max_user_input_chars,
         api_key_id=principal.key_id,
+        node_id=request.app.state.cluster.node_id,
     )
     # Its files, in the same transaction: refused (422, 413), neither they nor the run stay.
     if body.files:
@@ -231,7 +287,7 @@ async def run_events(
     body = (
         sse_events(live, after=start)
         if live is not None
-        else _replay(await service.replay_after(session, scope, run_id, start))
+        else follow_stored(request, scope.tenant_id, run_id, start)
     )
     await session.commit()  # nothing is held while the stream is open
     return StreamingResponse(
@@ -262,8 +318,21 @@ async def cancel_run(
     run = await service.get_run(session, scope, run_id)
     service.check_cancellable(run)
     executor: RunExecutor = request.app.state.executor
+    cluster: Cluster = request.app.state.cluster
+    owner = run.node_id
     await session.commit()
-    if not await executor.cancel(run_id):
+    if await executor.cancel(run_id):
+        pass
+    elif owner != cluster.node_id and await cluster.alive(owner):
+        # Its owner stops it: told, then watched until it has ended (or time is up).
+        await cluster.tell("c", run_id)
+        deadline = time.monotonic() + CANCEL_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            await cluster.signals.wait(str(run_id), POLL_SECONDS)
+            async with request.app.state.sessionmaker() as watch:
+                if await service.run_status(watch, scope, run_id) not in ACTIVE_RUN_STATUSES:
+                    break
+    else:  # no live node holds it
         run = await service.get_run(session, scope, run_id, for_update=True)
         service.check_cancellable(run)
         await service.cancel_orphan(session, run)

@@ -79,6 +79,7 @@ async def delete_tenant(
     await service.delete_tenant(session, tenant_id)
     await session.commit()
     await executor.end_work_of(tenant_id, None, TENANT_DELETED)
+    await executor.cluster.tell("x", tenant_id)  # and other nodes'
     data_dir = request.app.state.settings.data_dir
     request.app.state.background.spawn(
         workspace.remove_stored(

@@ -4,6 +4,7 @@ from app.models.base import Base
 from app.models.conversation import Conversation, ConversationCount, Message
 from app.models.integration import McpServer, TenantSecret
 from app.models.model import CatalogModel
+from app.models.node import Node
 from app.models.run import Run, RunEvent, SdkSessionEntry, ToolCall, UsageRecord, UsageRollup
 from app.models.skill import Skill, SkillVersion
 from app.models.tenant import ApiKey, Tenant
@@ -17,6 +18,7 @@ __all__ = [
     "ConversationCount",
     "McpServer",
     "Message",
+    "Node",
     "Run",
     "RunEvent",
     "SdkSessionEntry",

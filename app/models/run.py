@@ -53,6 +53,11 @@ class Run(TokenCounts, Base):
             postgresql_where=text("status IN ('queued', 'running')"),
         ),
         Index("ix_runs_tenant_created", "tenant_id", "created_at"),
+        Index(
+            "ix_runs_active_node",
+            "node_id",
+            postgresql_where=text("status IN ('queued', 'running')"),
+        ),
     )
 
     run_id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
@@ -73,6 +78,8 @@ class Run(TokenCounts, Base):
     # The skill a `/command` ran, and every skill the run had: {name: version}.
     command: Mapped[str | None] = mapped_column(String(64))
     skill_versions: Mapped[dict[str, Any] | None]
+    # The node that runs it (its events, its cancel, its agent process live there).
+    node_id: Mapped[str | None] = mapped_column(String(100))
     # What it holds of its budgets while queued or running (its cost replaces it after).
     reserved_usd: Mapped[Decimal | None]
     # Names only: request tokens are secrets, held in memory for the run, never stored.

@@ -97,6 +97,7 @@ class RunRead(ReadSchema):
     user_id: str | None
     model_id: str
     status: Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
+    node_id: str | None = Field(description="The service node that runs it")
     user_input: str
     executor: dict[str, Any] | None
     preferred_skills: list[str] | None

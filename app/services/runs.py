@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import ConflictError, UnprocessableError
@@ -17,6 +17,7 @@ from app.services.conversations import get_conversation, next_message_seq
 from app.services.execute.events import done_data
 from app.services.integrity import flush_mapping_violations
 from app.services.models import require_model
+from app.services.notices import notify
 from app.services.scope import TenantScope
 from app.services.skills import check_preferred, resolve_command
 from app.services.tenants import tenant_settings
@@ -39,6 +40,7 @@ async def queue_run(
     *,
     max_input_chars: int,
     api_key_id: uuid.UUID | None = None,
+    node_id: str | None = None,
 ) -> Run:
     """Queue a run and record the user's message; the caller commits, then starts it."""
     if not body.user_input.strip():
@@ -71,6 +73,7 @@ async def queue_run(
         conversation_id=conversation_id,
         user_id=user_id,
         api_key_id=api_key_id,
+        node_id=node_id,
         model_id=conversation.model_id,
         user_input=body.user_input,
         executor=executor,
@@ -109,19 +112,33 @@ async def get_run(
     return await scope.get(session, Run, Run.run_id, run_id, resource="Run", for_update=for_update)
 
 
-async def replay_after(
+async def stored_events(
     session: AsyncSession, scope: TenantScope, run_id: uuid.UUID, after: int
 ) -> list[RunEvent]:
-    """An ended run's stored events after seq `after`, in order, and always its `done`:
-    also for a client that is past it, or that saw events a crashed process never
-    stored (their seqs were then given to the ending recovery wrote)."""
-    rows = list(
+    """The run's stored events after seq `after`, in order."""
+    return list(
         await session.scalars(
             scope.select(RunEvent)
             .where(RunEvent.run_id == run_id, RunEvent.seq > after)
             .order_by(RunEvent.seq)
         )
     )
+
+
+async def run_status(session: AsyncSession, scope: TenantScope, run_id: uuid.UUID) -> str | None:
+    """The run's status; None if it is gone (deleted with its conversation)."""
+    return await session.scalar(
+        select(Run.status).where(Run.run_id == run_id, Run.tenant_id == scope.tenant_id)
+    )
+
+
+async def replay_after(
+    session: AsyncSession, scope: TenantScope, run_id: uuid.UUID, after: int
+) -> list[RunEvent]:
+    """An ended run's stored events after seq `after`, in order, and always its `done`:
+    also for a client that is past it, or that saw events a crashed process never
+    stored (their seqs were then given to the ending recovery wrote)."""
+    rows = await stored_events(session, scope, run_id, after)
     if not rows or rows[-1].type != "done":
         done = await session.scalar(
             scope.select(RunEvent)
@@ -142,7 +159,9 @@ def check_cancellable(run: Run) -> None:
 async def _append_ending(
     session: AsyncSession, run: Run, endings: list[tuple[str, dict[str, Any]]]
 ) -> None:
-    """Add the last events of a run whose executor is gone, after its stored ones."""
+    """Add the last events of a run whose executor is gone, after its stored ones (its
+    followers, on any node, are told when this commits)."""
+    await notify(session, "e", run.run_id)
     last = await session.scalar(
         select(func.coalesce(func.max(RunEvent.seq), 0)).where(RunEvent.run_id == run.run_id)
     )
@@ -169,13 +188,18 @@ async def cancel_orphan(session: AsyncSession, run: Run) -> None:
     await session.flush()
 
 
-async def interrupt_abandoned(session: AsyncSession) -> int:
-    """Runs a crashed process left queued or running: mark them interrupted and end their
-    event logs with `error` and `done`, so no client waits for them forever. Called at
-    start-up, when this process is the only one running runs on this database."""
+async def interrupt_abandoned(session: AsyncSession, owners: list[str]) -> list[uuid.UUID]:
+    """Runs that nodes which are gone left queued or running (those of `owners`, and any
+    that names no node): mark them interrupted and end their event logs with `error` and
+    `done`, so no client waits for them forever."""
     runs = list(
         await session.scalars(
-            select(Run).where(Run.status.in_(ACTIVE_RUN_STATUSES)).with_for_update()
+            select(Run)
+            .where(
+                Run.status.in_(ACTIVE_RUN_STATUSES),
+                or_(Run.node_id.in_(owners), Run.node_id.is_(None)),
+            )
+            .with_for_update(skip_locked=True)
         )
     )
     for run in runs:
@@ -192,4 +216,4 @@ async def interrupt_abandoned(session: AsyncSession) -> int:
             ],
         )
     await session.flush()
-    return len(runs)
+    return [run.run_id for run in runs]

@@ -17,11 +17,17 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.models import RunEvent
 from app.services.execute.usage import Tokens
+from app.services.notices import notify
 
 log = structlog.get_logger(__name__)
 
 FLUSH_INTERVAL = 0.2
 FLUSH_BATCH = 2000
+# While another node follows the run: events are stored (and that node told) this soon
+# after they come, so following from elsewhere lags by about this much.
+PROMPT_FLUSH_INTERVAL = 0.01
+# How long a follower's word that it follows holds (it repeats it more often).
+FOLLOWED_FOR = 10.0
 
 
 def done_data(
@@ -66,6 +72,7 @@ class RunEventLog:
         # stream does not pay for an asyncio.Event per event.
         self._changed: asyncio.Event | None = None
         self._flush_wanted = asyncio.Event()
+        self._followed_until = 0.0
         self._flusher = asyncio.create_task(self._flush_loop(), name=f"run-events-{run_id}")
 
     def emit(self, event_type: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -79,10 +86,15 @@ class RunEventLog:
         event = {"event": event_type, "seq": seq, "data": full, "json": orjson.dumps(full)}
         self.events.append(event)
         self._pending.append(event)
-        if len(self._pending) >= FLUSH_BATCH:
+        if len(self._pending) >= FLUSH_BATCH or self._followed_until:
             self._flush_wanted.set()
         self._wake()
         return event
+
+    def followed_elsewhere(self) -> None:
+        """Another node follows this run: store events as they come, for a while."""
+        self._followed_until = time.monotonic() + FOLLOWED_FOR
+        self._flush_wanted.set()
 
     def _wake(self) -> None:
         if self._changed is not None:
@@ -128,6 +140,11 @@ class RunEventLog:
         while not self.closed:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._flush_wanted.wait(), FLUSH_INTERVAL)
+            if self._followed_until:
+                if time.monotonic() > self._followed_until:
+                    self._followed_until = 0.0
+                else:  # gather what comes in the next few milliseconds into this batch
+                    await asyncio.sleep(PROMPT_FLUSH_INTERVAL)
             self._flush_wanted.clear()
             try:
                 await self._flush()
@@ -154,6 +171,8 @@ class RunEventLog:
                     records=rows,
                     columns=["run_id", "seq", "tenant_id", "type", "data"],
                 )
+                # Followers on other nodes read on when this commits.
+                await notify(session, "e", self._run_id_text)
         except BaseException:
             self._pending = batch + self._pending
             raise

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import structlog
 
 from app.errors import ServiceUnavailableError
+from app.services.cluster import Cluster
 from app.services.execute.events import RunEventLog
 from app.services.execute.limits import Admission, QueueTimeoutError, RunSlots
 from app.services.execute.record import end_unstarted
@@ -24,6 +25,7 @@ Reason = tuple[str, str, bool]  # error_type, message, recoverable
 SHUTDOWN_REASON: Reason = ("shutdown", "The service shut down before the run finished", True)
 CONVERSATION_DELETED: Reason = ("deleted", "The conversation was deleted", False)
 TENANT_DELETED: Reason = ("deleted", "The tenant was deleted", False)
+DELETED: Reason = ("deleted", "The conversation or its tenant was deleted", False)
 
 
 @dataclass(eq=False)
@@ -36,15 +38,31 @@ class _LiveRun:
 
 class RunExecutor:
     def __init__(
-        self, ctx: ExecutionContext, *, max_running: int, max_queued: int, queue_timeout: float
+        self,
+        ctx: ExecutionContext,
+        *,
+        max_running: int,
+        max_queued: int,
+        queue_timeout: float,
+        cluster: Cluster,
     ) -> None:
         self.ctx = ctx
         self.slots = RunSlots(max_running, max_queued)
         self.queue_timeout = queue_timeout
+        self.cluster = cluster
         self._runs: dict[uuid.UUID, _LiveRun] = {}
         # Set at shutdown: no new run starts. When the stop was asked for.
         self.closing = False
         self._stop_asked: float | None = None
+        # What other nodes ask of this one's runs.
+        cluster.handlers.update(
+            c=lambda words: self.cancel(uuid.UUID(words[0])),
+            f=lambda words: self.followed_elsewhere(uuid.UUID(words[0])),
+            x=lambda words: self.end_work_of(
+                words[0], uuid.UUID(words[1]) if len(words) > 1 else None, DELETED
+            ),
+        )
+        cluster.load = lambda: (self.slots.running, len(ctx.warm), self.slots.global_limit)
 
     def stop_taking_runs(self) -> None:
         """A stop was asked for: no new run starts from now on, and the grace period that
@@ -83,6 +101,7 @@ class RunExecutor:
     ) -> RunEventLog:
         """`inputs`: what the run brings in memory only (its MCP credentials)."""
         events = RunEventLog(run_id, admission.tenant_id, self.ctx.sessionmaker)
+        self.cluster.signals.poke(str(run_id))
         task = asyncio.create_task(
             self._run(run_id, admission, events, inputs or RunInputs()), name=f"run-{run_id}"
         )
@@ -126,6 +145,12 @@ class RunExecutor:
     def live_events(self, run_id: uuid.UUID) -> RunEventLog | None:
         live = self._runs.get(run_id)
         return live.events if live else None
+
+    def followed_elsewhere(self, run_id: uuid.UUID) -> None:
+        """Another node follows this node's run: its events are stored promptly."""
+        live = self._runs.get(run_id)
+        if live is not None:
+            live.events.followed_elsewhere()
 
     async def cancel(
         self, run_id: uuid.UUID, *, reason: Reason | None = None, wait_seconds: float = 10.0

@@ -78,7 +78,9 @@ async def test_abandoned_runs_are_interrupted_at_start(
             {"r": run_id},
         )
 
-    async with running_service(database_url, tmp_path / "second") as (_, second):
+    async with running_service(
+        database_url, tmp_path / "second", data_dir=tmp_path / "first"
+    ) as (_, second):
         run = (await second.get(tenant.url(f"/runs/{run_id}"), headers=tenant.headers)).json()
         assert run["status"] == "interrupted" and run["error_type"] == "interrupted"
         replay = await second.get(
@@ -99,9 +101,10 @@ async def test_abandoned_runs_are_interrupted_at_start(
 async def test_a_killed_service_leaves_a_run_that_the_next_start_interrupts(
     database_url: URL, tmp_path: Path, wire: str
 ) -> None:
-    """A real crash: the service is killed mid-answer. The next start marks the run
-    interrupted, and a client that re-attaches from where it was gets `error` and
-    `done`; the orphaned agent process ends by itself (the suite counts leftovers)."""
+    """A real crash: the service is killed mid-answer. Its next start (the same node: the
+    same data directory) marks the run interrupted at once, and a client that re-attaches
+    from where it was gets `error` and `done`; the orphaned agent process ends by itself
+    (the suite counts leftovers)."""
     service, base = _spawn(database_url, tmp_path / "first", wire)
 
     def crash_mid_answer(event: Event) -> bool:
@@ -121,7 +124,9 @@ async def test_a_killed_service_leaves_a_run_that_the_next_start_interrupts(
         service.kill()
         service.wait(timeout=30)
 
-    async with running_service(database_url, tmp_path / "second") as (_, second):
+    async with running_service(
+        database_url, tmp_path / "second", data_dir=tmp_path / "first"
+    ) as (_, second):
         run = (await second.get(tenant.url(f"/runs/{run_id}"), headers=tenant.headers)).json()
         assert run["status"] == "interrupted" and run["error_type"] == "interrupted"
         rest = await follow(second, tenant, run_id, seen[-1][1]["seq"])

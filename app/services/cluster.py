@@ -1,0 +1,263 @@
+"""The nodes of one service on one PostgreSQL: each node's id, roles and heartbeat; the
+reaping of runs whose node is gone; and one listening connection per node that carries
+what nodes tell each other about runs (events stored, cancel, followed elsewhere,
+deleted), fanned out to what waits here.
+
+Messages on the channel (NOTIFY payloads, sent in the sender's transaction, so they are
+delivered only if it commits):
+    e <run_id>              events of the run were stored (or its ending was written)
+    c <run_id>              cancel the run (its owner does)
+    f <run_id>              a node follows the run: its owner stores events promptly
+    x <tenant_id> [<conversation_id>]   the tenant or conversation was deleted
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import socket
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import structlog
+from sqlalchemy import delete, func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.db import asyncpg_connect_args
+from app.models import Node, Run
+from app.models.run import ACTIVE_RUN_STATUSES
+from app.services.notices import CHANNEL, notify
+from app.services.runs import interrupt_abandoned
+
+log = structlog.get_logger(__name__)
+
+NODE_ID_FILE = "node-id"
+
+
+def node_id_for(data_dir: Path, configured: str | None) -> str:
+    """The node's id: configured, else the one kept in its data directory (made once), so
+    a node that restarts on the same data knows its own runs."""
+    if configured:
+        return configured
+    path = data_dir / NODE_ID_FILE
+    with contextlib.suppress(FileNotFoundError):
+        if known := path.read_text().strip():
+            return known
+    made = f"{socket.gethostname()[:60]}-{secrets.token_hex(4)}"
+    path.write_text(made + "\n")
+    return made
+
+
+class Signals:
+    """Wakes what waits on this node for news of a key (a run id)."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, set[asyncio.Event]] = {}
+
+    async def wait(self, key: str, seconds: float) -> None:
+        """Until the key is poked, or `seconds` have passed."""
+        event = asyncio.Event()
+        self._waiting.setdefault(key, set()).add(event)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), seconds)
+        finally:
+            waiting = self._waiting.get(key)
+            if waiting is not None:
+                waiting.discard(event)
+                if not waiting:
+                    del self._waiting[key]
+
+    def poke(self, key: str) -> None:
+        for event in self._waiting.get(key, ()):
+            event.set()
+
+    @property
+    def waiting(self) -> int:
+        return sum(len(v) for v in self._waiting.values())
+
+
+Handler = Callable[[list[str]], Awaitable[Any] | None]
+
+
+class Cluster:
+    """This node among the others."""
+
+    def __init__(
+        self,
+        url: URL,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        *,
+        node_id: str,
+        roles: Iterable[str],
+        heartbeat_seconds: float,
+        timeout_seconds: float,
+    ) -> None:
+        self.url = url
+        self.sessionmaker = sessionmaker
+        self.node_id = node_id
+        self.roles = sorted(roles)
+        self.heartbeat_seconds = heartbeat_seconds
+        self.timeout = timedelta(seconds=timeout_seconds)
+        self.signals = Signals()
+        self.handlers: dict[str, Handler] = {"e": lambda words: self.signals.poke(words[0])}
+        # What the heartbeat reports of this node: (running, warm, capacity).
+        self.load: Callable[[], tuple[int, int, int]] = lambda: (0, 0, 0)
+        self.listening = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self, *, recover: bool) -> int:
+        """Register this node; with `recover`, interrupt the runs its last life left and
+        those of nodes whose heartbeat lapsed. Then beat and listen. Returns how many runs
+        were interrupted."""
+        async with self.sessionmaker() as session, session.begin():
+            await session.execute(
+                insert(Node)
+                .values(node_id=self.node_id, roles=self.roles)
+                .on_conflict_do_update(
+                    index_elements=[Node.node_id],
+                    set_={
+                        "roles": self.roles,
+                        "started_at": func.now(),
+                        "heartbeat_at": func.now(),
+                    },
+                )
+            )
+            interrupted = len(await self._interrupt(session, [self.node_id])) if recover else 0
+        if recover:
+            interrupted += await self.reap()
+        self._tasks = [
+            asyncio.create_task(self._beat(), name="node-heartbeat"),
+            asyncio.create_task(self._listen(), name="node-listener"),
+        ]
+        return interrupted
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            async with self.sessionmaker() as session, session.begin():
+                await session.execute(delete(Node).where(Node.node_id == self.node_id))
+
+    async def tell(self, *words: object) -> None:
+        """Say something to every node (this one included)."""
+        async with self.sessionmaker() as session, session.begin():
+            await notify(session, *words)
+
+    async def alive(self, node_id: str | None) -> bool:
+        """The node has beaten within the timeout."""
+        if node_id is None:
+            return False
+        if node_id == self.node_id:
+            return True
+        async with self.sessionmaker() as session:
+            found = await session.scalar(
+                select(Node.node_id).where(
+                    Node.node_id == node_id, Node.heartbeat_at >= func.now() - self.timeout
+                )
+            )
+        return found is not None
+
+    async def reap(self) -> int:
+        """Interrupt the runs of nodes whose heartbeat lapsed (or that left no row), each
+        node's by one reaper, and forget those nodes."""
+        async with self.sessionmaker() as session, session.begin():
+            lapsed = list(
+                await session.scalars(
+                    select(Node.node_id)
+                    .where(
+                        Node.heartbeat_at < func.now() - self.timeout,
+                        Node.node_id != self.node_id,
+                    )
+                    .with_for_update(skip_locked=True)
+                )
+            )
+            ghosts = list(
+                await session.scalars(
+                    select(Run.node_id)
+                    .distinct()
+                    .where(
+                        Run.status.in_(ACTIVE_RUN_STATUSES),
+                        Run.node_id.is_not(None),
+                        ~select(Node.node_id).where(Node.node_id == Run.node_id).exists(),
+                    )
+                )
+            )
+            owners = [n for n in {*lapsed, *ghosts} if n is not None]
+            if not owners:
+                return 0
+            runs = await self._interrupt(session, owners)
+            await session.execute(delete(Node).where(Node.node_id.in_(lapsed)))
+        if runs or lapsed:
+            log.warning("node_runs_interrupted", nodes=owners, runs=len(runs))
+        return len(runs)
+
+    async def _interrupt(self, session: AsyncSession, owners: list[str]) -> list[uuid.UUID]:
+        return await interrupt_abandoned(session, owners)
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_seconds)
+            try:
+                running, warm, capacity = self.load()
+                async with self.sessionmaker() as session, session.begin():
+                    values = {"running": running, "warm": warm, "capacity": capacity}
+                    await session.execute(
+                        insert(Node)
+                        .values(node_id=self.node_id, roles=self.roles, **values)
+                        .on_conflict_do_update(
+                            index_elements=[Node.node_id],
+                            set_={**values, "heartbeat_at": func.now()},
+                        )
+                    )
+                await self.reap()
+            except Exception:
+                log.warning("node_heartbeat_failed", exc_info=True)
+
+    async def _listen(self) -> None:
+        """One connection that LISTENs, reconnecting after a failure; while it is down,
+        waiters fall back to polling (their waits are bounded)."""
+        backoff = 0.5
+        while True:
+            connection: Any = None
+            try:
+                connection = await asyncpg.connect(**asyncpg_connect_args(self.url))
+                lost = asyncio.Event()
+                connection.add_termination_listener(lambda _, lost=lost: lost.set())
+                await connection.add_listener(CHANNEL, self._heard)
+                self.listening, backoff = True, 0.5
+                await lost.wait()
+            except asyncio.CancelledError:
+                if connection is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(connection.close(timeout=2))
+                raise
+            except Exception:
+                log.warning("node_listener_failed", exc_info=True)
+            finally:
+                self.listening = False
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)
+
+    def _heard(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
+        kind, *words = payload.split()
+        handler = self.handlers.get(kind)
+        if handler is None or not words:
+            return
+        outcome = handler(words)
+        if outcome is not None:
+            task = asyncio.ensure_future(outcome)
+            task.add_done_callback(_log_failure)
+
+
+def _log_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("node_message_failed", error=repr(task.exception()))

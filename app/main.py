@@ -173,7 +173,7 @@ async def _agent_runtime(
         data_dir=settings.data_dir,
         provider=provider,
         launcher=install_launcher(settings.data_dir),
-        session_store=PostgresSessionStore(sessionmaker),
+        session_store=PostgresSessionStore(sessionmaker, settings.data_dir / "workspaces"),
         max_retries=settings.model_max_retries,
         runtime_dir=runtime_dir,
         jail=jail,

@@ -78,9 +78,10 @@ async def test_abandoned_runs_are_interrupted_at_start(
             {"r": run_id},
         )
 
-    async with running_service(
-        database_url, tmp_path / "second", data_dir=tmp_path / "first"
-    ) as (_, second):
+    async with running_service(database_url, tmp_path / "second", data_dir=tmp_path / "first") as (
+        _,
+        second,
+    ):
         run = (await second.get(tenant.url(f"/runs/{run_id}"), headers=tenant.headers)).json()
         assert run["status"] == "interrupted" and run["error_type"] == "interrupted"
         replay = await second.get(
@@ -124,9 +125,10 @@ async def test_a_killed_service_leaves_a_run_that_the_next_start_interrupts(
         service.kill()
         service.wait(timeout=30)
 
-    async with running_service(
-        database_url, tmp_path / "second", data_dir=tmp_path / "first"
-    ) as (_, second):
+    async with running_service(database_url, tmp_path / "second", data_dir=tmp_path / "first") as (
+        _,
+        second,
+    ):
         run = (await second.get(tenant.url(f"/runs/{run_id}"), headers=tenant.headers)).json()
         assert run["status"] == "interrupted" and run["error_type"] == "interrupted"
         rest = await follow(second, tenant, run_id, seen[-1][1]["seq"])

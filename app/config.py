@@ -110,8 +110,9 @@ class Settings(BaseSettings):
     # bounds what one request makes the service hold; raise it for large workspace files.
     max_request_header_bytes: int = Field(default=64 * 1024, ge=1024)
     max_request_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
-    # Runs at once across all tenants; more wait in a queue of at most MAX_QUEUED_RUNS,
-    # each for up to RUN_QUEUE_TIMEOUT seconds. Each tenant has its own limit too.
+    # Runs at once across all tenants and every node; more wait in a queue of at most
+    # MAX_QUEUED_RUNS, each for up to RUN_QUEUE_TIMEOUT seconds from when it was asked
+    # for. Each tenant has its own limit too.
     max_concurrent_runs: int = Field(default=10, ge=1)
     max_queued_runs: int = Field(default=100, ge=0)
     run_queue_timeout: float = Field(default=120.0, gt=0)
@@ -126,6 +127,8 @@ class Settings(BaseSettings):
     node_roles: Annotated[list[NodeRole], NoDecode] = Field(
         default_factory=lambda: list[NodeRole](["api", "worker"]), min_length=1
     )
+    # Runs this node runs at once (unset: MAX_CONCURRENT_RUNS, which holds across nodes).
+    node_max_runs: int | None = Field(default=None, ge=1)
     node_heartbeat_seconds: float = Field(default=5.0, gt=0)
     node_timeout_seconds: float = Field(default=30.0, gt=0)
     # The longest a run may take, start to end, before it is stopped.

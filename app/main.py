@@ -45,6 +45,7 @@ from app.services.execute.executor import RunExecutor
 from app.services.execute.jail import Jail, find_bwrap, install_launcher
 from app.services.execute.offline_model import OfflineModelServer
 from app.services.execute.providers import Provider, resolve_provider
+from app.services.execute.queue import RunWorker
 from app.services.execute.runner import ExecutionContext
 from app.services.execute.session_store import PostgresSessionStore
 from app.services.execute.spec import AgentRuntime, bundled_cli
@@ -108,9 +109,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             run_timeout=settings.run_timeout,
         ),
         max_running=settings.max_concurrent_runs,
-        max_queued=settings.max_queued_runs,
+        node_max_running=settings.node_max_runs or settings.max_concurrent_runs,
         queue_timeout=settings.run_queue_timeout,
         cluster=cluster,
+        vault=app.state.vault,
     )
     try:
         interrupted = await cluster.start(recover=settings.recover_runs_on_start)
@@ -129,10 +131,26 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         node_id=cluster.node_id,
         roles=",".join(cluster.roles),
     )
+    worker = None
+    if "worker" in cluster.roles:
+        worker = await RunWorker.start(
+            url,
+            app.state.executor.run_claimed,
+            node_id=cluster.node_id,
+            # Runs waiting for a slot hold a job too.
+            concurrency=app.state.executor.node_max_running + settings.max_queued_runs,
+            heartbeat_seconds=settings.node_heartbeat_seconds,
+            timeout_seconds=settings.node_timeout_seconds,
+        )
+        app.state.executor.on_stop = worker.stop_taking_jobs
     try:
         yield
     finally:
+        if worker is not None:
+            worker.stop_taking_jobs()
         await app.state.executor.shutdown(settings.shutdown_timeout)
+        if worker is not None:
+            await worker.close()
         await cluster.stop()
         await app.state.background.drain(settings.shutdown_timeout)
         shutil.rmtree(runtime_dir, ignore_errors=True)

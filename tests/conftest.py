@@ -158,7 +158,8 @@ def make_settings(database_url: URL, tmp_path: Path, **overrides: Any) -> Settin
 async def reset_database(url: URL) -> None:
     await run_sql(
         url,
-        "TRUNCATE tenants, models, sdk_session_entries, nodes CASCADE",
+        "TRUNCATE tenants, models, sdk_session_entries, nodes, procrastinate_jobs,"
+        " procrastinate_workers CASCADE",
         "INSERT INTO models SELECT * FROM test_snapshot.models",
     )
 

@@ -28,6 +28,8 @@ from app.services.budgets import reserve
 from app.services.cluster import Cluster
 from app.services.execute.events import RunEventLog
 from app.services.execute.executor import RunExecutor
+from app.services.execute.limits import check_queue_room
+from app.services.execute.queue import defer, queue_for, seal
 from app.services.execute.spec import RunInputs
 from app.services.mcp.servers import plan_servers, run_servers
 from app.services.scope import TenantScope
@@ -104,16 +106,21 @@ async def follow_stored(
             async for chunk in sse_events(live, after=position):
                 yield chunk
             return
-        if time.monotonic() - told >= FOLLOW_REPEAT_SECONDS:
+        async with state.sessionmaker() as session:
+            found = await service.run_state(session, scope, run_id)
+            if found is None:
+                return  # deleted
+            status, owner = found
+            if status in ACTIVE_RUN_STATUSES:
+                rows = await service.stored_events(session, scope, run_id, position)
+            else:  # what is left, and always its `done`
+                rows = await service.replay_after(session, scope, run_id, position)
+        if (
+            owner not in (None, cluster.node_id)
+            and time.monotonic() - told >= FOLLOW_REPEAT_SECONDS
+        ):
             await cluster.tell("f", run_id)  # its owner stores its events promptly
             told = time.monotonic()
-        async with state.sessionmaker() as session:
-            rows = await service.stored_events(session, scope, run_id, position)
-            status = "active" if rows else await service.run_status(session, scope, run_id)
-            if status is None:
-                return  # deleted
-            if status not in ACTIVE_RUN_STATUSES:  # what is left, and always its `done`
-                rows = await service.replay_after(session, scope, run_id, position)
         if rows:
             yield b"".join(_sse(row.type, orjson.dumps(row.data), row.seq) for row in rows)
             position, quiet_since = max(position, rows[-1].seq), time.monotonic()
@@ -182,16 +189,16 @@ async def stream(
     service, not to this connection: a client that goes away does not stop it. Sent as
     multipart, the request's files are put into the workspace before the run starts."""
     executor: RunExecutor = request.app.state.executor
-    tenant_limit = await service.tenant_run_limit(session, scope)
+    settings = get_settings(request)
+    executor.check_accepting()
     run = await service.queue_run(
         session,
         scope,
         conversation_id,
         body.request,
         user_id,
-        max_input_chars=get_settings(request).max_user_input_chars,
+        max_input_chars=settings.max_user_input_chars,
         api_key_id=principal.key_id,
-        node_id=request.app.state.cluster.node_id,
     )
     # Its files, in the same transaction: refused (422, 413), neither they nor the run stay.
     if body.files:
@@ -217,19 +224,19 @@ async def stream(
         session, scope.tenant_id, run.user_id, body.request.max_cost_usd
     )
     inputs = RunInputs(tuple(plans), cost_cap=cost_cap)
-    # A slot or a queue place is claimed now, before anything awaits, so concurrent
-    # requests cannot overfill the queue; refused, the run is rolled back with the request.
-    admission = executor.admit(scope.tenant_id, tenant_limit)
-    # The run must be durable before its task reads it, and the stream must not hold a
-    # database connection: this endpoint ends its transaction here, not in the dependency.
-    try:
-        await session.commit()
-    except BaseException:
-        executor.withdraw(admission)
-        raise
-    events = executor.start(run.run_id, conversation_id, admission, inputs)
+    # 429 if the queue is full (counted on every node, under a lock held to the commit);
+    # else its job is queued with it: for the node holding the conversation's warm
+    # session if it has room, else for any worker.
+    await check_queue_room(
+        session, run.run_id, settings.max_concurrent_runs, settings.max_queued_runs
+    )
+    queue = await queue_for(session, conversation_id, run.run_id, settings.node_timeout_seconds)
+    await defer(session, run, queue, seal(request.app.state.vault, inputs))
+    # The stream must not hold a database connection: this endpoint ends its transaction
+    # here, not in the dependency. The job is claimed when this commits.
+    await session.commit()
     return StreamingResponse(
-        sse_events(events),
+        follow_stored(request, scope.tenant_id, run.run_id, 0),
         media_type="text/event-stream",
         headers={
             "Cache-Control": "no-cache",
@@ -319,24 +326,25 @@ async def cancel_run(
     service.check_cancellable(run)
     executor: RunExecutor = request.app.state.executor
     cluster: Cluster = request.app.state.cluster
-    owner = run.node_id
     await session.commit()
-    if await executor.cancel(run_id):
-        pass
-    elif owner != cluster.node_id and await cluster.alive(owner):
-        # Its owner stops it: told, then watched until it has ended (or time is up).
-        await cluster.tell("c", run_id)
-        deadline = time.monotonic() + CANCEL_WAIT_SECONDS
-        while time.monotonic() < deadline:
-            await cluster.signals.wait(str(run_id), POLL_SECONDS)
-            async with request.app.state.sessionmaker() as watch:
-                if await service.run_status(watch, scope, run_id) not in ACTIVE_RUN_STATUSES:
-                    break
-    else:  # no live node holds it
+    if not await executor.cancel(run_id):
         run = await service.get_run(session, scope, run_id, for_update=True)
         service.check_cancellable(run)
-        await service.cancel_orphan(session, run)
-        await session.commit()
+        owner = run.node_id
+        if owner is not None and owner != cluster.node_id and await cluster.alive(owner):
+            await session.commit()
+            # Its owner stops it: told, then watched until it has ended (or time is up).
+            await cluster.tell("c", run_id)
+            deadline = time.monotonic() + CANCEL_WAIT_SECONDS
+            while time.monotonic() < deadline:
+                await cluster.signals.wait(str(run_id), POLL_SECONDS)
+                async with request.app.state.sessionmaker() as watch:
+                    found = await service.run_state(watch, scope, run_id)
+                if found is None or found[0] not in ACTIVE_RUN_STATUSES:
+                    break
+        else:  # queued, not yet taken by a node (its job goes), or no live node holds it
+            await service.cancel_orphan(session, run)
+            await session.commit()
     session.expire(run)
     run = await service.get_run(session, scope, run_id)  # 404 if deleted meanwhile
     if run.status != "cancelled":

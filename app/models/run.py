@@ -80,6 +80,8 @@ class Run(TokenCounts, Base):
     skill_versions: Mapped[dict[str, Any] | None]
     # The node that runs it (its events, its cancel, its agent process live there).
     node_id: Mapped[str | None] = mapped_column(String(100))
+    # The queue's job that carries it to a node (procrastinate_jobs.id).
+    job_id: Mapped[int | None] = mapped_column(BigInteger)
     # What it holds of its budgets while queued or running (its cost replaces it after).
     reserved_usd: Mapped[Decimal | None]
     # Names only: request tokens are secrets, held in memory for the run, never stored.

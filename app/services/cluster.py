@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import secrets
 import socket
-import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import timedelta
 from pathlib import Path
@@ -33,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.db import asyncpg_connect_args
 from app.models import Node, Run
 from app.models.run import ACTIVE_RUN_STATUSES
+from app.services.execute.queue import release_node_queues
 from app.services.notices import CHANNEL, notify
 from app.services.runs import interrupt_abandoned
 
@@ -130,7 +130,11 @@ class Cluster:
                     },
                 )
             )
-            interrupted = len(await self._interrupt(session, [self.node_id])) if recover else 0
+            interrupted = (
+                len(await interrupt_abandoned(session, [self.node_id], unqueued=True))
+                if recover
+                else 0
+            )
         if recover:
             interrupted += await self.reap()
         self._tasks = [
@@ -194,14 +198,12 @@ class Cluster:
             owners = [n for n in {*lapsed, *ghosts} if n is not None]
             if not owners:
                 return 0
-            runs = await self._interrupt(session, owners)
+            runs = await interrupt_abandoned(session, owners)
+            await release_node_queues(session, owners)
             await session.execute(delete(Node).where(Node.node_id.in_(lapsed)))
         if runs or lapsed:
             log.warning("node_runs_interrupted", nodes=owners, runs=len(runs))
         return len(runs)
-
-    async def _interrupt(self, session: AsyncSession, owners: list[str]) -> list[uuid.UUID]:
-        return await interrupt_abandoned(session, owners)
 
     async def _beat(self) -> None:
         while True:

@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import and_, false, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import ConflictError, UnprocessableError
@@ -15,12 +15,12 @@ from app.models.run import ACTIVE_RUN_STATUSES
 from app.schemas.runs import StreamRequest
 from app.services.conversations import get_conversation, next_message_seq
 from app.services.execute.events import done_data
+from app.services.execute.queue import forget_jobs
 from app.services.integrity import flush_mapping_violations
 from app.services.models import require_model
 from app.services.notices import notify
 from app.services.scope import TenantScope
 from app.services.skills import check_preferred, resolve_command
-from app.services.tenants import tenant_settings
 
 
 def _in_progress(run_id: uuid.UUID | None) -> ConflictError:
@@ -101,11 +101,6 @@ async def queue_run(
     return run
 
 
-async def tenant_run_limit(session: AsyncSession, scope: TenantScope) -> int:
-    """How many runs the tenant may have going at once (its `max_concurrent_runs`)."""
-    return (await tenant_settings(session, scope.tenant_id)).max_concurrent_runs
-
-
 async def get_run(
     session: AsyncSession, scope: TenantScope, run_id: uuid.UUID, *, for_update: bool = False
 ) -> Run:
@@ -125,11 +120,18 @@ async def stored_events(
     )
 
 
-async def run_status(session: AsyncSession, scope: TenantScope, run_id: uuid.UUID) -> str | None:
-    """The run's status; None if it is gone (deleted with its conversation)."""
-    return await session.scalar(
-        select(Run.status).where(Run.run_id == run_id, Run.tenant_id == scope.tenant_id)
-    )
+async def run_state(
+    session: AsyncSession, scope: TenantScope, run_id: uuid.UUID
+) -> tuple[str, str | None] | None:
+    """The run's status and node; None if it is gone (deleted with its conversation)."""
+    row = (
+        await session.execute(
+            select(Run.status, Run.node_id).where(
+                Run.run_id == run_id, Run.tenant_id == scope.tenant_id
+            )
+        )
+    ).first()
+    return (row.status, row.node_id) if row is not None else None
 
 
 async def replay_after(
@@ -185,20 +187,22 @@ async def cancel_orphan(session: AsyncSession, run: Run) -> None:
     run.status = "cancelled"
     run.finished_at = func.now()
     await _append_ending(session, run, [("done", done_data("cancelled"))])
+    await forget_jobs(session, [run.job_id] if run.job_id is not None else [])
     await session.flush()
 
 
-async def interrupt_abandoned(session: AsyncSession, owners: list[str]) -> list[uuid.UUID]:
-    """Runs that nodes which are gone left queued or running (those of `owners`, and any
-    that names no node): mark them interrupted and end their event logs with `error` and
-    `done`, so no client waits for them forever."""
+async def interrupt_abandoned(
+    session: AsyncSession, owners: list[str], *, unqueued: bool = False
+) -> list[uuid.UUID]:
+    """Runs that nodes which are gone had taken (those of `owners`; with `unqueued`, also
+    any that no node took and no job carries, as runs from before the queue): mark them
+    interrupted, end their event logs with `error` and `done`, so no client waits for
+    them forever, and drop their jobs."""
+    orphans = and_(Run.node_id.is_(None), Run.job_id.is_(None)) if unqueued else false()
     runs = list(
         await session.scalars(
             select(Run)
-            .where(
-                Run.status.in_(ACTIVE_RUN_STATUSES),
-                or_(Run.node_id.in_(owners), Run.node_id.is_(None)),
-            )
+            .where(Run.status.in_(ACTIVE_RUN_STATUSES), or_(Run.node_id.in_(owners), orphans))
             .with_for_update(skip_locked=True)
         )
     )
@@ -215,5 +219,6 @@ async def interrupt_abandoned(session: AsyncSession, owners: list[str]) -> list[
                 ("done", done_data("error", session_id=run.session_id)),
             ],
         )
+    await forget_jobs(session, [run.job_id for run in runs if run.job_id is not None])
     await session.flush()
     return [run.run_id for run in runs]

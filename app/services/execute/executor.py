@@ -1,23 +1,32 @@
-"""The executor owns running agent runs: it admits them under the limits, starts them as
-tasks of their own (not of the request that asked), keeps their live event logs, and
-stops them, and the warm sessions they leave, at shutdown."""
+"""The executor owns this node's runs: it takes them from the queue, has them wait for a
+slot under the limits (held across every node), runs them as tasks of their own (not
+of the request that asked), keeps their live event logs, and stops them, and the warm
+sessions they leave, at shutdown."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 import structlog
+from sqlalchemy import update
 
 from app.errors import ServiceUnavailableError
+from app.models import Run
 from app.services.cluster import Cluster
 from app.services.execute.events import RunEventLog
-from app.services.execute.limits import Admission, QueueTimeoutError, RunSlots
+from app.services.execute.limits import QueueTimeoutError, queue_position, try_start
+from app.services.execute.queue import requeue, unseal
 from app.services.execute.record import end_unstarted
 from app.services.execute.runner import ExecutionContext, execute_run
 from app.services.execute.spec import RunInputs
+from app.services.secrets import Vault
+from app.services.tenants import tenant_settings
 
 log = structlog.get_logger(__name__)
 
@@ -26,6 +35,14 @@ SHUTDOWN_REASON: Reason = ("shutdown", "The service shut down before the run fin
 CONVERSATION_DELETED: Reason = ("deleted", "The conversation was deleted", False)
 TENANT_DELETED: Reason = ("deleted", "The tenant was deleted", False)
 DELETED: Reason = ("deleted", "The conversation or its tenant was deleted", False)
+# What waiting runs wait on (poked when a slot frees on any node), and how long each
+# wait lasts without a poke.
+SLOTS = "slots"
+SLOT_POLL_SECONDS = 1.0
+
+
+class _NoLongerQueued(Exception):
+    """The run was cancelled (or ended) while it waited for a slot."""
 
 
 @dataclass(eq=False)
@@ -33,23 +50,42 @@ class _LiveRun:
     task: asyncio.Task[None]
     events: RunEventLog
     conversation_id: uuid.UUID
-    admission: Admission
+    # Holds a slot (it runs), or still waits for one.
+    granted: bool = False
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A queued run this node took from the queue."""
+
+    run_id: uuid.UUID
+    tenant_id: str
+    conversation_id: uuid.UUID
+    created_at: datetime
 
 
 class RunExecutor:
+    """This node's runs: those it claimed from the queue, waiting for a slot or running."""
+
     def __init__(
         self,
         ctx: ExecutionContext,
         *,
         max_running: int,
-        max_queued: int,
+        node_max_running: int,
         queue_timeout: float,
         cluster: Cluster,
+        vault: Vault,
     ) -> None:
         self.ctx = ctx
-        self.slots = RunSlots(max_running, max_queued)
+        self.max_running = max_running  # across every node
+        self.node_max_running = node_max_running
         self.queue_timeout = queue_timeout
         self.cluster = cluster
+        self.vault = vault
+        self.running = 0  # runs holding a slot here
+        # Called when a stop is asked for: this node's worker takes no more jobs.
+        self.on_stop: Callable[[], None] | None = None
         self._runs: dict[uuid.UUID, _LiveRun] = {}
         # Set at shutdown: no new run starts. When the stop was asked for.
         self.closing = False
@@ -58,11 +94,12 @@ class RunExecutor:
         cluster.handlers.update(
             c=lambda words: self.cancel(uuid.UUID(words[0])),
             f=lambda words: self.followed_elsewhere(uuid.UUID(words[0])),
+            s=lambda _: cluster.signals.poke(SLOTS),
             x=lambda words: self.end_work_of(
                 words[0], uuid.UUID(words[1]) if len(words) > 1 else None, DELETED
             ),
         )
-        cluster.load = lambda: (self.slots.running, len(ctx.warm), self.slots.global_limit)
+        cluster.load = lambda: (self.running, len(ctx.warm), self.node_max_running)
 
     def stop_taking_runs(self) -> None:
         """A stop was asked for: no new run starts from now on, and the grace period that
@@ -70,64 +107,75 @@ class RunExecutor:
         if self._stop_asked is None:
             self._stop_asked = time.monotonic()
         self.closing = True
+        if self.on_stop is not None:
+            self.on_stop()
         # Runs still waiting for a slot would only wait on: they end now, saying why.
         for live in self._runs.values():
-            if live.admission in self.slots.waiting and live.events.cancel_reason is None:
+            if not live.granted and live.events.cancel_reason is None:
                 live.events.cancel_reason = SHUTDOWN_REASON
                 live.task.cancel()
 
-    def admit(self, tenant_id: str, tenant_limit: int) -> Admission:
-        """Claim a slot or a place in the queue for a run about to be recorded: 503 while
-        shutting down, 429 QUEUE_FULL when the queue is full. Pass the admission to
-        `start`, or to `withdraw` if the run is not recorded after all."""
+    def check_accepting(self) -> None:
+        """503 while this node shuts down, or when it runs agents but cannot jail them."""
         if self.closing:
             raise ServiceUnavailableError("The service is shutting down; try again shortly")
-        if self.ctx.agent.refusal is not None:
+        if "worker" in self.cluster.roles and self.ctx.agent.refusal is not None:
             raise ServiceUnavailableError(
                 "Agent runs are off: this host cannot jail agent processes (an operator "
                 "must fix that, or set AGENT_SANDBOX=off)"
             )
-        return self.slots.admit(tenant_id, tenant_limit)
 
-    def withdraw(self, admission: Admission) -> None:
-        self.slots.release(admission)
+    async def run_claimed(self, run_id: uuid.UUID, sealed: str | None) -> None:
+        """The queue's job for a run, on this node: claim the run (unless it was cancelled
+        meanwhile), run it, and return when it has ended."""
+        if self.closing:  # the worker is stopping: the run goes back for another node
+            await requeue(self.ctx.sessionmaker, run_id, sealed)
+            return
+        async with self.ctx.sessionmaker() as session, session.begin():
+            row = (
+                await session.execute(
+                    update(Run)
+                    .where(Run.run_id == run_id, Run.status == "queued")
+                    .values(node_id=self.cluster.node_id)
+                    .returning(Run.tenant_id, Run.conversation_id, Run.created_at)
+                )
+            ).first()
+        if row is None:
+            return  # cancelled, or ended, before it was claimed
+        claim = Claim(run_id, row.tenant_id, row.conversation_id, row.created_at)
+        task = self.start(claim, unseal(self.vault, sealed))
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:  # the queue's worker was stopped: so is the run
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            raise
 
-    def start(
-        self,
-        run_id: uuid.UUID,
-        conversation_id: uuid.UUID,
-        admission: Admission,
-        inputs: RunInputs | None = None,
-    ) -> RunEventLog:
-        """`inputs`: what the run brings in memory only (its MCP credentials)."""
-        events = RunEventLog(run_id, admission.tenant_id, self.ctx.sessionmaker)
-        self.cluster.signals.poke(str(run_id))
-        task = asyncio.create_task(
-            self._run(run_id, admission, events, inputs or RunInputs()), name=f"run-{run_id}"
-        )
-        self._runs[run_id] = _LiveRun(task, events, conversation_id, admission)
-        task.add_done_callback(lambda _: self._runs.pop(run_id, None))
-        return events
+    def start(self, claim: Claim, inputs: RunInputs) -> asyncio.Task[None]:
+        events = RunEventLog(claim.run_id, claim.tenant_id, self.ctx.sessionmaker)
+        task = asyncio.create_task(self._run(claim, events, inputs), name=f"run-{claim.run_id}")
+        self._runs[claim.run_id] = _LiveRun(task, events, claim.conversation_id)
+        task.add_done_callback(lambda _: self._runs.pop(claim.run_id, None))
+        self.cluster.signals.poke(str(claim.run_id))  # a follower here reads it live
+        return task
 
-    async def _run(
-        self, run_id: uuid.UUID, admission: Admission, events: RunEventLog, inputs: RunInputs
-    ) -> None:
-        def queued(position: int) -> None:
-            message = f"Waiting for a free slot: position {position} in the queue"
-            events.emit("progress", {"type": "queued", "message": message, "position": position})
-
+    async def _run(self, claim: Claim, events: RunEventLog, inputs: RunInputs) -> None:
+        live = self._runs[claim.run_id]
         try:
             try:
-                await self.slots.wait(admission, self.queue_timeout, queued)
+                await self._wait_for_slot(claim, events, live)
             except QueueTimeoutError:
                 message = f"No run slot became free within {self.queue_timeout:g} s"
                 error = ("queue_timeout", message, True)
-                await end_unstarted(self.ctx.sessionmaker, run_id, events, error=error)
+                await end_unstarted(self.ctx.sessionmaker, claim.run_id, events, error=error)
+                return
+            except _NoLongerQueued:
+                await events.close()
                 return
             except asyncio.CancelledError:
                 await end_unstarted(
                     self.ctx.sessionmaker,
-                    run_id,
+                    claim.run_id,
                     events,
                     cancelled=True,
                     error=events.cancel_reason,
@@ -135,12 +183,57 @@ class RunExecutor:
                 raise
             if self.closing:  # it slipped in, or waited in the queue, past the stop signal
                 await end_unstarted(
-                    self.ctx.sessionmaker, run_id, events, cancelled=True, error=SHUTDOWN_REASON
+                    self.ctx.sessionmaker,
+                    claim.run_id,
+                    events,
+                    cancelled=True,
+                    error=SHUTDOWN_REASON,
                 )
             else:
-                await execute_run(self.ctx, run_id, events, inputs)
+                await execute_run(self.ctx, claim.run_id, events, inputs)
         finally:
-            self.slots.release(admission)
+            if live.granted:
+                self.running -= 1
+                with contextlib.suppress(Exception):  # a slot is free: waiters try again
+                    await asyncio.shield(self.cluster.tell("s", "-"))
+
+    async def _wait_for_slot(self, claim: Claim, events: RunEventLog, live: _LiveRun) -> None:
+        """Until the run holds a slot (it is `running`): the global and the tenant's limits
+        counted across every node, and this node's own."""
+        async with self.ctx.sessionmaker() as session:
+            tenant_limit = (await tenant_settings(session, claim.tenant_id)).max_concurrent_runs
+        deadline = claim.created_at.timestamp() + self.queue_timeout
+        told = 0
+        while True:
+            if self.running < self.node_max_running:
+                self.running += 1  # held while the database is asked
+                started = None
+                try:
+                    async with self.ctx.sessionmaker() as session, session.begin():
+                        started = await try_start(
+                            session, claim.run_id, claim.tenant_id, tenant_limit, self.max_running
+                        )
+                finally:
+                    if started:
+                        live.granted = True
+                    else:
+                        self.running -= 1
+                if started:
+                    return
+                if started is None:
+                    raise _NoLongerQueued
+            async with self.ctx.sessionmaker() as session:
+                position = await queue_position(session, claim.created_at)
+            if position != told:
+                told = position
+                message = f"Waiting for a free slot: position {position} in the queue"
+                events.emit(
+                    "progress", {"type": "queued", "message": message, "position": position}
+                )
+            remaining = deadline - time.time()
+            if remaining <= 0:
+                raise QueueTimeoutError
+            await self.cluster.signals.wait(SLOTS, min(remaining, SLOT_POLL_SECONDS))
 
     def live_events(self, run_id: uuid.UUID) -> RunEventLog | None:
         live = self._runs.get(run_id)

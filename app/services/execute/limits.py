@@ -1,18 +1,24 @@
-"""Concurrency limits for runs: a global cap and each tenant's own. A run over a limit
-waits in a queue (first come, first served, but a tenant at its limit never holds up
-another tenant) for up to its timeout; a full queue refuses new runs at once.
+"""Concurrency limits for runs, held across every node by counting in PostgreSQL: a global
+cap on running runs, each tenant's own cap, and a cap on the runs waiting in the queue.
 
-A run is admitted synchronously, when it is asked for: it takes a slot or a place in the
-queue then and there, so a burst of requests can never overfill the queue."""
+A run takes its slot by becoming `running` in a transaction that holds one advisory lock
+while it counts, so nodes racing for the last slot cannot both take it. A run that does
+not fit waits (it is told its place in the queue) until a slot frees anywhere or its
+queue timeout, counted from when it was asked for, passes."""
 
 from __future__ import annotations
 
-import asyncio
-from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import TooManyRequestsError
+from app.models import Run
+
+# The advisory lock every slot count and claim is made under.
+_SLOTS_LOCK = "cmab:run-slots"
 
 
 class QueueTimeoutError(Exception):
@@ -26,95 +32,62 @@ class QueueFullError(TooManyRequestsError):
         )
 
 
-@dataclass(eq=False)
-class Admission:
-    """A run's claim on a slot: granted at once, or a place in the queue until it is."""
+async def _lock(session: AsyncSession) -> None:
+    await session.execute(select(func.pg_advisory_xact_lock(func.hashtext(_SLOTS_LOCK))))
 
-    tenant_id: str
-    tenant_limit: int
-    position: int = 0  # 1-based place in the queue; 0 once granted
-    on_position: Callable[[int], None] | None = None
-    released: bool = False
-    granted: asyncio.Future[None] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
+
+async def _running(session: AsyncSession, tenant_id: str) -> tuple[int, int]:
+    """Running runs everywhere, and the tenant's."""
+    row = (
+        await session.execute(
+            select(
+                func.count(),
+                func.count().filter(Run.tenant_id == tenant_id),
+            ).where(Run.status == "running")
+        )
+    ).one()
+    return int(row[0]), int(row[1])
+
+
+async def check_queue_room(
+    session: AsyncSession, run_id: uuid.UUID, global_limit: int, max_queued: int
+) -> None:
+    """Before a run is queued: 429 QUEUE_FULL when as many other runs wait as the queue
+    holds (those that a free slot will take at once do not count as waiting)."""
+    await _lock(session)
+    running = await session.scalar(select(func.count()).where(Run.status == "running")) or 0
+    queued = (
+        await session.scalar(
+            select(func.count()).where(Run.status == "queued", Run.run_id != run_id)
+        )
+        or 0
     )
+    if queued - max(global_limit - running, 0) >= max_queued:
+        raise QueueFullError
 
 
-class RunSlots:
-    def __init__(self, global_limit: int, max_waiting: int) -> None:
-        self.global_limit = global_limit
-        self.max_waiting = max_waiting
-        self.running = 0
-        self.running_by_tenant: Counter[str] = Counter()
-        self.waiting: list[Admission] = []
+async def try_start(
+    session: AsyncSession, run_id: uuid.UUID, tenant_id: str, tenant_limit: int, global_limit: int
+) -> bool | None:
+    """Take a slot for a queued run: it becomes `running`. False when none is free; None
+    when the run is no longer queued (cancelled meanwhile)."""
+    await _lock(session)
+    running, tenants = await _running(session, tenant_id)
+    if running >= global_limit or tenants >= tenant_limit:
+        status = await session.scalar(select(Run.status).where(Run.run_id == run_id))
+        return False if status == "queued" else None
+    started = await session.scalar(
+        update(Run)
+        .where(Run.run_id == run_id, Run.status == "queued")
+        .values(status="running", started_at=datetime.now(UTC))
+        .returning(Run.run_id)
+    )
+    return started is not None or None
 
-    def _fits(self, tenant_id: str, tenant_limit: int) -> bool:
-        # Runs still waiting are all held by a limit (each change grants what fits): a
-        # new run that fits now jumps only those held by their own tenant's limit.
-        return self.running < self.global_limit and self.running_by_tenant[tenant_id] < tenant_limit
 
-    def admit(self, tenant_id: str, tenant_limit: int) -> Admission:
-        """A slot now, or a place in the queue; QueueFullError when neither is free."""
-        admission = Admission(tenant_id, tenant_limit)
-        if self._fits(tenant_id, tenant_limit):
-            self._grant_to(admission)
-        elif len(self.waiting) >= self.max_waiting:
-            raise QueueFullError
-        else:
-            self.waiting.append(admission)
-            admission.position = len(self.waiting)
-        return admission
-
-    async def wait(
-        self, admission: Admission, wait_seconds: float, on_position: Callable[[int], None]
-    ) -> None:
-        """Wait for the admission's slot; `on_position` hears the run's place in the
-        queue now and whenever it changes. On a timeout (QueueTimeoutError) or a cancel
-        the claim is released."""
-        admission.on_position = on_position
-        if admission.position:
-            on_position(admission.position)
-        try:
-            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel
-            # that lands as the slot is granted.
-            async with asyncio.timeout(wait_seconds):
-                await asyncio.shield(admission.granted)
-        except TimeoutError as exc:
-            self.release(admission)
-            raise QueueTimeoutError from exc
-        except BaseException:
-            self.release(admission)
-            raise
-
-    def release(self, admission: Admission) -> None:
-        """Give back the slot, or the place in the queue; only the first call counts."""
-        if admission.released:
-            return
-        admission.released = True
-        if admission in self.waiting:
-            self.waiting.remove(admission)
-            self._tell_positions()
-        elif admission.granted.done():
-            self.running -= 1
-            self.running_by_tenant[admission.tenant_id] -= 1
-            self._grant()
-
-    def _grant_to(self, admission: Admission) -> None:
-        self.running += 1
-        self.running_by_tenant[admission.tenant_id] += 1
-        admission.position = 0
-        admission.granted.set_result(None)
-
-    def _grant(self) -> None:
-        for admission in list(self.waiting):
-            if self._fits(admission.tenant_id, admission.tenant_limit):
-                self.waiting.remove(admission)
-                self._grant_to(admission)
-        self._tell_positions()
-
-    def _tell_positions(self) -> None:
-        for position, admission in enumerate(self.waiting, start=1):
-            if admission.position != position:
-                admission.position = position
-                if admission.on_position is not None:
-                    admission.on_position(position)
+async def queue_position(session: AsyncSession, created_at: datetime) -> int:
+    """A waiting run's place: 1 + the runs queued before it, on every node."""
+    ahead = await session.scalar(
+        select(func.count()).where(Run.status == "queued", Run.created_at < created_at)
+    )
+    return int(ahead or 0) + 1

@@ -1,6 +1,6 @@
 # make run   — start the service on PORT (default 8000) with its embedded defaults
 # make test  — the whole test suite (TEST_DATABASE_URL picks a PostgreSQL; else embedded)
-# make lint  — ruff + mypy
+# make lint  — ruff + mypy, and the deployment files (hadolint, the Compose schema)
 # make bench — the benchmarks in bench/
 
 PORT ?= 8000
@@ -40,6 +40,8 @@ lint: install
 	$(UV) run --frozen --no-sync ruff check .
 	$(UV) run --frozen --no-sync ruff format --check .
 	$(UV) run --frozen --no-sync mypy
+	$(UV) run --frozen --no-sync hadolint Dockerfile
+	$(UV) run --frozen --no-sync check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 
 bench: install
 	$(UV) run --frozen --no-sync python -m bench.list_conversations

@@ -24,6 +24,11 @@ class HealthRead(BaseModel):
         description="on: agents run jailed; off: an operator turned the jail off "
         "(AGENT_SANDBOX=off); unavailable: no jail can be made here, so runs are refused.",
     )
+    node_id: str | None = Field(None, description="This node's id")
+    roles: list[str] | None = Field(None, description="api, worker, or both")
+    takes_runs: bool | None = Field(
+        None, description="A worker that can run agents now (not stopping, a jail at hand)"
+    )
 
 
 async def _schema_revision(request: Request) -> str | None:
@@ -65,7 +70,18 @@ async def ready(request: Request) -> HealthRead:
         raise ServiceUnavailableError(
             f"The database schema is at {revision}, expected {request.app.state.schema_head}"
         )
-    return HealthRead(status="ok", database="ok", schema_revision=revision)
+    state = request.app.state
+    cluster, executor = state.cluster, state.executor
+    return HealthRead(
+        status="ok",
+        database="ok",
+        schema_revision=revision,
+        node_id=cluster.node_id,
+        roles=cluster.roles,
+        takes_runs="worker" in cluster.roles
+        and not executor.closing
+        and executor.ctx.agent.refusal is None,
+    )
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})

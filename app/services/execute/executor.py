@@ -35,6 +35,12 @@ SHUTDOWN_REASON: Reason = ("shutdown", "The service shut down before the run fin
 CONVERSATION_DELETED: Reason = ("deleted", "The conversation was deleted", False)
 TENANT_DELETED: Reason = ("deleted", "The tenant was deleted", False)
 DELETED: Reason = ("deleted", "The conversation or its tenant was deleted", False)
+UNREADABLE_INPUTS: Reason = (
+    "start_error",
+    "The node that took the run cannot read what it carries: every node must share "
+    "SECRET_KEY (or SECRETS_KEYS)",
+    False,
+)
 # What waiting runs wait on (poked when a slot frees on any node), and how long each
 # wait lasts without a poke.
 SLOTS = "slots"
@@ -143,7 +149,12 @@ class RunExecutor:
         if row is None:
             return  # cancelled, or ended, before it was claimed
         claim = Claim(run_id, row.tenant_id, row.conversation_id, row.created_at)
-        task = self.start(claim, unseal(self.vault, sealed))
+        try:
+            inputs: RunInputs | None = unseal(self.vault, sealed)
+        except Exception:  # sealed by a node with other keys
+            log.error("run_inputs_unreadable", run_id=str(run_id))
+            inputs = None
+        task = self.start(claim, inputs)
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:  # the queue's worker was stopped: so is the run
@@ -151,7 +162,8 @@ class RunExecutor:
             await asyncio.gather(task, return_exceptions=True)
             raise
 
-    def start(self, claim: Claim, inputs: RunInputs) -> asyncio.Task[None]:
+    def start(self, claim: Claim, inputs: RunInputs | None) -> asyncio.Task[None]:
+        """`inputs` None: they could not be read here; the run fails, saying so."""
         events = RunEventLog(claim.run_id, claim.tenant_id, self.ctx.sessionmaker)
         task = asyncio.create_task(self._run(claim, events, inputs), name=f"run-{claim.run_id}")
         self._runs[claim.run_id] = _LiveRun(task, events, claim.conversation_id)
@@ -159,8 +171,13 @@ class RunExecutor:
         self.cluster.signals.poke(str(claim.run_id))  # a follower here reads it live
         return task
 
-    async def _run(self, claim: Claim, events: RunEventLog, inputs: RunInputs) -> None:
+    async def _run(self, claim: Claim, events: RunEventLog, inputs: RunInputs | None) -> None:
         live = self._runs[claim.run_id]
+        if inputs is None:
+            await end_unstarted(
+                self.ctx.sessionmaker, claim.run_id, events, error=UNREADABLE_INPUTS
+            )
+            return
         try:
             try:
                 await self._wait_for_slot(claim, events, live)

@@ -52,6 +52,7 @@ bench: install
 	$(UV) run --frozen --no-sync python -m bench.skills
 	$(UV) run --frozen --no-sync python -m bench.mcp
 	$(UV) run --frozen --no-sync python -m bench.usage
+	$(UV) run --frozen --no-sync python -m bench.nodes
 
 clean:
 	rm -rf .venv .tools .pytest_cache .mypy_cache .ruff_cache

@@ -20,7 +20,6 @@ from app.api.deps import CurrentPrincipal, CurrentScope, DbSession, HeaderUserId
 from app.api.openapi import schema_ref
 from app.api.workspace import MAX_UPLOAD_FILES, save_uploads
 from app.errors import UnprocessableError, error_responses
-from app.models import RunEvent
 from app.models.run import ACTIVE_RUN_STATUSES
 from app.schemas.runs import RunRead, StreamRequest, StreamUpload, run_read
 from app.services import runs as service
@@ -32,6 +31,7 @@ from app.services.execute.limits import check_queue_room
 from app.services.execute.queue import defer, queue_for, seal
 from app.services.execute.spec import RunInputs
 from app.services.mcp.servers import plan_servers, run_servers
+from app.services.metrics import FOLLOWERS
 from app.services.scope import TenantScope
 
 router = APIRouter(prefix="/api/tenants/{tenant_id}", tags=["execution"])
@@ -139,6 +139,16 @@ async def follow_stored(
         await cluster.signals.wait(key, POLL_SECONDS)
 
 
+async def _counted(body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """An event stream, counted among this node's followers while it is open."""
+    FOLLOWERS.inc()
+    try:
+        async for chunk in body:
+            yield chunk
+    finally:
+        FOLLOWERS.dec()
+
+
 @dataclass(frozen=True)
 class StreamBody:
     request: StreamRequest
@@ -236,7 +246,7 @@ async def stream(
     # here, not in the dependency. The job is claimed when this commits.
     await session.commit()
     return StreamingResponse(
-        follow_stored(request, scope.tenant_id, run.run_id, 0),
+        _counted(follow_stored(request, scope.tenant_id, run.run_id, 0)),
         media_type="text/event-stream",
         headers={
             "Cache-Control": "no-cache",
@@ -264,10 +274,6 @@ def _resume_point(last_event_id: str | None, after: int | None) -> int:
             f"Last-Event-ID must be an event seq: a whole number from 0 to {MAX_SEQ}"
         )
     return int(value)
-
-
-async def _replay(rows: list[RunEvent]) -> AsyncIterator[bytes]:
-    yield b"".join(_sse(row.type, orjson.dumps(row.data), row.seq) for row in rows)
 
 
 @router.get(
@@ -298,7 +304,7 @@ async def run_events(
     )
     await session.commit()  # nothing is held while the stream is open
     return StreamingResponse(
-        body,
+        _counted(body),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Run-ID": str(run_id)},
     )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import asyncio
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -11,6 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import ProgrammingError, SQLAlchemyError
 
 from app.errors import ServiceUnavailableError, error_responses
+from app.services import metrics as metrics_of
 
 router = APIRouter(tags=["health"])
 
@@ -53,7 +55,20 @@ async def health(request: Request) -> HealthRead:
         database="ok",
         schema_revision=revision,
         agent_sandbox=request.app.state.agent_sandbox,
+        **_node(request),
     )
+
+
+def _node(request: Request) -> dict[str, Any]:
+    """This node: its id, roles, and whether it takes runs now."""
+    cluster, executor = request.app.state.cluster, request.app.state.executor
+    return {
+        "node_id": cluster.node_id,
+        "roles": cluster.roles,
+        "takes_runs": "worker" in cluster.roles
+        and not executor.closing
+        and executor.ctx.agent.refusal is None,
+    }
 
 
 @router.get("/health/live", response_model=HealthRead)
@@ -70,21 +85,23 @@ async def ready(request: Request) -> HealthRead:
         raise ServiceUnavailableError(
             f"The database schema is at {revision}, expected {request.app.state.schema_head}"
         )
-    state = request.app.state
-    cluster, executor = state.cluster, state.executor
-    return HealthRead(
-        status="ok",
-        database="ok",
-        schema_revision=revision,
-        node_id=cluster.node_id,
-        roles=cluster.roles,
-        takes_runs="worker" in cluster.roles
-        and not executor.closing
-        and executor.ctx.agent.refusal is None,
-    )
+    return HealthRead(status="ok", database="ok", schema_revision=revision, **_node(request))
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
-async def metrics() -> Response:
-    """Prometheus metrics in the text exposition format."""
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics in the text exposition format: this node's, and the runs and
+    nodes of the whole service (from the database, when it answers)."""
+    state = request.app.state
+    executor, cluster = state.executor, state.cluster
+    metrics_of.NODE_INFO.labels(cluster.node_id, ",".join(cluster.roles)).set(1)
+    metrics_of.RUNNING.set(executor.running)
+    metrics_of.WAITING.set(executor.waiting)
+    metrics_of.WARM.set(len(executor.ctx.warm))
+    await asyncio.to_thread(metrics_of.sample_processes)
+    try:
+        async with state.sessionmaker() as session:
+            await metrics_of.sample_cluster(session)
+    except (SQLAlchemyError, OSError):
+        pass  # this node's figures are still worth having
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -10,11 +10,15 @@ from tests.conftest import assert_error
 async def test_health_checks_the_database(client: httpx.AsyncClient) -> None:
     response = await client.get("/health")
     assert response.status_code == 200
+    state = client._transport.app.state
     assert response.json() == {
         "status": "ok",
         "database": "ok",
-        "schema_revision": client._transport.app.state.schema_head,
+        "schema_revision": state.schema_head,
         "agent_sandbox": "on",
+        "node_id": state.cluster.node_id,
+        "roles": ["api", "worker"],
+        "takes_runs": True,
     }
 
 

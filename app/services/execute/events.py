@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.models import RunEvent
 from app.services.execute.usage import Tokens
+from app.services.metrics import EVENTS
 from app.services.notices import notify
 
 log = structlog.get_logger(__name__)
@@ -86,6 +87,7 @@ class RunEventLog:
         event = {"event": event_type, "seq": seq, "data": full, "json": orjson.dumps(full)}
         self.events.append(event)
         self._pending.append(event)
+        EVENTS.inc()
         if len(self._pending) >= FLUSH_BATCH or self._followed_until:
             self._flush_wanted.set()
         self._wake()

@@ -252,6 +252,11 @@ class RunExecutor:
                 raise QueueTimeoutError
             await self.cluster.signals.wait(SLOTS, min(remaining, SLOT_POLL_SECONDS))
 
+    @property
+    def waiting(self) -> int:
+        """Runs this node took that wait for a slot."""
+        return sum(not live.granted for live in self._runs.values())
+
     def live_events(self, run_id: uuid.UUID) -> RunEventLog | None:
         live = self._runs.get(run_id)
         return live.events if live else None

@@ -20,6 +20,7 @@ from app.services.conversations import next_message_seq
 from app.services.execute.events import RunEventLog, done_data
 from app.services.execute.translate import Output, Translator
 from app.services.execute.usage import Tokens, catalog_family, catalog_match
+from app.services.metrics import COST, RUNS_ENDED, TOKEN_KINDS, TOKENS
 from app.utils.text import storable_text
 
 log = structlog.get_logger(__name__)
@@ -287,6 +288,12 @@ async def _finish(
             if cost > 0:
                 _, budgets = await budget_states(session, run.tenant_id, run.user_id)
                 warnings = crossed_warning(budgets, cost)
+        RUNS_ENDED.labels(run_status, state.failure[0] if state.failure else "").inc()
+        for row in usage_rows:
+            for kind in TOKEN_KINDS:
+                if count := getattr(row, f"{kind}_tokens"):
+                    TOKENS.labels(row.model_id, kind).inc(count)
+            COST.labels(row.model_id).inc(float(row.cost_usd))
     except Exception:
         log.exception("run_finish_failed", run_id=str(run.run_id))
         events.emit(
@@ -349,7 +356,9 @@ async def _end_unstarted(
     error: tuple[str, str, bool] | None,
 ) -> None:
     why = {"error_type": error[0], "error": error[1]} if error is not None else {}
-    await _mark_ended(sessionmaker, run_id, status="cancelled" if cancelled else "failed", **why)
+    status = "cancelled" if cancelled else "failed"
+    await _mark_ended(sessionmaker, run_id, status=status, **why)
+    RUNS_ENDED.labels(status, error[0] if error is not None else "").inc()
     if error is not None:
         events.emit("error", {"error_type": error[0], "message": error[1], "recoverable": error[2]})
     events.emit("done", done_data("cancelled" if cancelled else "error"))

@@ -480,3 +480,24 @@ async def test_cli_crash_ends_the_run_cleanly(
         await client.get(tenant.url(f"/conversations/{cid}/messages"), headers=tenant.headers)
     ).json()
     assert [m["role"] for m in messages["items"]] == ["user"]
+
+
+async def test_metrics_say_what_ran(client: httpx.AsyncClient, tenant: TenantFixture) -> None:
+    """/metrics: runs ended by status, tokens and cost by model, the queue's wait, events
+    emitted, and the node's and the whole service's runs."""
+    cid = await new_conversation(client, tenant)
+    assert (await stream_turn(client, tenant, cid, "scenario:cache")).done["status"] == "success"
+    text = (await client.get("/metrics")).text
+    for line in (
+        'cmab_runs_ended_total{error_type="",status="succeeded"}',
+        'cmab_tokens_total{kind="cache_read",model="claude-sonnet-4-5"}',
+        'cmab_cost_usd_total{model="claude-sonnet-4-5"}',
+        "cmab_run_queue_wait_seconds_count",
+        "cmab_run_events_total",
+        'cmab_cluster_runs{status="queued"} 0.0',
+        "cmab_runs_running 0.0",
+        "cmab_agent_processes",
+        "cmab_stream_followers",
+        'cmab_cluster_nodes{role="worker"} 1.0',
+    ):
+        assert line in text, line

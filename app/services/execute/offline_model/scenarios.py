@@ -28,6 +28,7 @@ SCENARIOS: dict[str, str] = {
     "(scenario:subagent:N, N calls at once; scenario:subagent:haiku, on that model)",
     "skill": "a Skill tool call (scenario:skill:NAME), then an answer",
     "slow": "streamed text with a pause between chunks (scenario:slow:MS, default 200)",
+    "paced": "N text chunks, MS apart (scenario:paced:NxMS, default 300x20: 50 a second)",
     "cache": "a plain answer whose usage includes cache writes (5m and 1h) and reads",
     "error": "the API fails with the status given (scenario:error:429 | 500 | 529)",
     "drop": "the stream starts, then the connection drops mid-answer",
@@ -254,6 +255,11 @@ def plan_reply(request: dict[str, Any]) -> Reply:
         )
     if name == "skill":
         return Reply((ToolUse(_tool_id(request, 0), "Skill", {"skill": arg or "example"}),))
+    if name == "paced":
+        count, _, gap = (arg or "300x20").partition("x")
+        chunks = tuple(f"word{i} " for i in range(int(count) if count.isdigit() else 300))
+        delay = int(gap) / 1000 if gap.isdigit() else 0.02
+        return Reply((Text(chunks),), Usage(output_tokens=len(chunks)), chunk_delay=delay)
     if name == "slow":
         delay = int(arg) / 1000 if arg and arg.isdigit() else 0.2
         return Reply(

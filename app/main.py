@@ -133,7 +133,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     worker = None
     if "worker" in cluster.roles:
-        worker = await RunWorker.start(
+        worker = RunWorker.start(
             url,
             app.state.executor.run_claimed,
             node_id=cluster.node_id,
@@ -143,6 +143,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             timeout_seconds=settings.node_timeout_seconds,
         )
         app.state.executor.on_stop = worker.stop_taking_jobs
+    app.state.worker = worker
     try:
         yield
     finally:

@@ -24,7 +24,7 @@ from app.models.run import ACTIVE_RUN_STATUSES
 from app.schemas.runs import RunRead, StreamRequest, StreamUpload, run_read
 from app.services import runs as service
 from app.services.budgets import reserve
-from app.services.cluster import Cluster
+from app.services.cluster import Cluster, Watch
 from app.services.execute.events import RunEventLog
 from app.services.execute.executor import RunExecutor
 from app.services.execute.limits import check_queue_room
@@ -98,9 +98,26 @@ async def follow_stored(
     state = request.app.state
     executor: RunExecutor = state.executor
     cluster: Cluster = state.cluster
-    scope, key = TenantScope(tenant_id), str(run_id)
-    position, quiet_since, told = after, time.monotonic(), -FOLLOW_REPEAT_SECONDS
+    with cluster.signals.watching(str(run_id)) as news:
+        async for chunk in _follow_stored(
+            state, executor, cluster, TenantScope(tenant_id), run_id, news, after
+        ):
+            yield chunk
+
+
+async def _follow_stored(
+    state: Any,
+    executor: RunExecutor,
+    cluster: Cluster,
+    scope: TenantScope,
+    run_id: uuid.UUID,
+    news: Watch,
+    position: int,
+) -> AsyncIterator[bytes]:
+    key = str(run_id)
+    quiet_since, told = time.monotonic(), -FOLLOW_REPEAT_SECONDS
     while True:
+        seen = news.version  # news from here on wakes the wait below
         live = executor.live_events(run_id)
         if live is not None:
             async for chunk in sse_events(live, after=position):
@@ -136,7 +153,7 @@ async def follow_stored(
             }
             yield _sse("ping", orjson.dumps(ping))
             quiet_since = time.monotonic()
-        await cluster.signals.wait(key, POLL_SECONDS)
+        await news.wait(seen, POLL_SECONDS)
 
 
 async def _counted(body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -340,14 +357,16 @@ async def cancel_run(
         if owner is not None and owner != cluster.node_id and await cluster.alive(owner):
             await session.commit()
             # Its owner stops it: told, then watched until it has ended (or time is up).
-            await cluster.tell("c", run_id)
-            deadline = time.monotonic() + CANCEL_WAIT_SECONDS
-            while time.monotonic() < deadline:
-                await cluster.signals.wait(str(run_id), POLL_SECONDS)
-                async with request.app.state.sessionmaker() as watch:
-                    found = await service.run_state(watch, scope, run_id)
-                if found is None or found[0] not in ACTIVE_RUN_STATUSES:
-                    break
+            with cluster.signals.watching(str(run_id)) as news:
+                await cluster.tell("c", run_id)
+                deadline = time.monotonic() + CANCEL_WAIT_SECONDS
+                while time.monotonic() < deadline:
+                    seen = news.version
+                    async with request.app.state.sessionmaker() as watch:
+                        found = await service.run_state(watch, scope, run_id)
+                    if found is None or found[0] not in ACTIVE_RUN_STATUSES:
+                        break
+                    await news.wait(seen, POLL_SECONDS)
         else:  # queued, not yet taken by a node (its job goes), or no live node holds it
             await service.cancel_orphan(session, run)
             await session.commit()

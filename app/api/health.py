@@ -61,11 +61,13 @@ async def health(request: Request) -> HealthRead:
 
 def _node(request: Request) -> dict[str, Any]:
     """This node: its id, roles, and whether it takes runs now."""
-    cluster, executor = request.app.state.cluster, request.app.state.executor
+    state = request.app.state
+    cluster, executor, worker = state.cluster, state.executor, state.worker
     return {
         "node_id": cluster.node_id,
         "roles": cluster.roles,
-        "takes_runs": "worker" in cluster.roles
+        "takes_runs": worker is not None
+        and worker.worker is not None
         and not executor.closing
         and executor.ctx.agent.refusal is None,
     }

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import secrets
 import socket
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -55,33 +55,51 @@ def node_id_for(data_dir: Path, configured: str | None) -> str:
     return made
 
 
-class Signals:
-    """Wakes what waits on this node for news of a key (a run id)."""
+class Watch:
+    """News of one key: a count of pokes, and a wait for the next. A waiter remembers the
+    count it last acted on, so a poke that lands while it is busy is not missed."""
 
     def __init__(self) -> None:
-        self._waiting: dict[str, set[asyncio.Event]] = {}
+        self.version = 0
+        self.users = 0
+        self._changed = asyncio.Event()
 
-    async def wait(self, key: str, seconds: float) -> None:
-        """Until the key is poked, or `seconds` have passed."""
-        event = asyncio.Event()
-        self._waiting.setdefault(key, set()).add(event)
+    def poke(self) -> None:
+        self.version += 1
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait(self, seen: int, seconds: float) -> None:
+        """Until a poke after `seen`, or `seconds` have passed."""
+        if self.version != seen:
+            return
+        changed = self._changed
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(changed.wait(), seconds)
+
+
+class Signals:
+    """Wakes what waits on this node for news of a key (a run id): only keys something
+    watches are kept."""
+
+    def __init__(self) -> None:
+        self._watches: dict[str, Watch] = {}
+
+    @contextlib.contextmanager
+    def watching(self, key: str) -> Iterator[Watch]:
+        watch = self._watches.setdefault(key, Watch())
+        watch.users += 1
         try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), seconds)
+            yield watch
         finally:
-            waiting = self._waiting.get(key)
-            if waiting is not None:
-                waiting.discard(event)
-                if not waiting:
-                    del self._waiting[key]
+            watch.users -= 1
+            if not watch.users:
+                self._watches.pop(key, None)
 
     def poke(self, key: str) -> None:
-        for event in self._waiting.get(key, ()):
-            event.set()
-
-    @property
-    def waiting(self) -> int:
-        return sum(len(v) for v in self._waiting.values())
+        watch = self._watches.get(key)
+        if watch is not None:
+            watch.poke()
 
 
 Handler = Callable[[list[str]], Awaitable[Any] | None]

@@ -25,6 +25,7 @@ from app.services.execute.queue import requeue, unseal
 from app.services.execute.record import end_unstarted
 from app.services.execute.runner import ExecutionContext, execute_run
 from app.services.execute.spec import RunInputs
+from app.services.metrics import QUEUE_WAIT
 from app.services.secrets import Vault
 from app.services.tenants import tenant_settings
 
@@ -221,36 +222,45 @@ class RunExecutor:
             tenant_limit = (await tenant_settings(session, claim.tenant_id)).max_concurrent_runs
         deadline = claim.created_at.timestamp() + self.queue_timeout
         told = 0
-        while True:
-            if self.running < self.node_max_running:
-                self.running += 1  # held while the database is asked
-                started = None
-                try:
-                    async with self.ctx.sessionmaker() as session, session.begin():
-                        started = await try_start(
-                            session, claim.run_id, claim.tenant_id, tenant_limit, self.max_running
-                        )
-                finally:
-                    if started:
-                        live.granted = True
-                    else:
-                        self.running -= 1
-                if started:
+        with self.cluster.signals.watching(SLOTS) as slots:
+            while True:
+                seen = slots.version  # a slot freed from here on wakes the wait below
+                if await self._take_slot(claim, tenant_limit, live):
                     return
-                if started is None:
-                    raise _NoLongerQueued
-            async with self.ctx.sessionmaker() as session:
-                position = await queue_position(session, claim.created_at)
-            if position != told:
-                told = position
-                message = f"Waiting for a free slot: position {position} in the queue"
-                events.emit(
-                    "progress", {"type": "queued", "message": message, "position": position}
+                async with self.ctx.sessionmaker() as session:
+                    position = await queue_position(session, claim.created_at)
+                if position != told:
+                    told = position
+                    message = f"Waiting for a free slot: position {position} in the queue"
+                    events.emit(
+                        "progress", {"type": "queued", "message": message, "position": position}
+                    )
+                remaining = deadline - time.time()
+                if remaining <= 0:
+                    raise QueueTimeoutError
+                await slots.wait(seen, min(remaining, SLOT_POLL_SECONDS))
+
+    async def _take_slot(self, claim: Claim, tenant_limit: int, live: _LiveRun) -> bool:
+        """A slot if one is free here and across the service; _NoLongerQueued if the run
+        was cancelled meanwhile."""
+        if self.running >= self.node_max_running:
+            return False
+        self.running += 1  # held while the database is asked
+        started = None
+        try:
+            async with self.ctx.sessionmaker() as session, session.begin():
+                started = await try_start(
+                    session, claim.run_id, claim.tenant_id, tenant_limit, self.max_running
                 )
-            remaining = deadline - time.time()
-            if remaining <= 0:
-                raise QueueTimeoutError
-            await self.cluster.signals.wait(SLOTS, min(remaining, SLOT_POLL_SECONDS))
+        finally:
+            if started:
+                live.granted = True
+                QUEUE_WAIT.observe(max(time.time() - claim.created_at.timestamp(), 0))
+            else:
+                self.running -= 1
+        if started is None:
+            raise _NoLongerQueued
+        return started
 
     @property
     def waiting(self) -> int:

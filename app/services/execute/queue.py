@@ -17,6 +17,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
+from typing import Any
 
 import procrastinate
 import structlog
@@ -45,13 +46,29 @@ def node_queue(node_id: str) -> str:
 
 class RunWorker:
     """This node's worker: claims the jobs of the common queue and of its own, and hands
-    each run to `run` (the executor, which returns when the run has ended)."""
+    each run to `run` (the executor, which returns when the run has ended). It starts in
+    the background and starts again after a failure (the database down at start, say):
+    the node serves meanwhile, and says so on /health/ready."""
 
-    def __init__(self, app: procrastinate.App, worker: Worker, task: asyncio.Task[None]) -> None:
-        self.app, self.worker, self.task = app, worker, task
+    def __init__(
+        self,
+        url: URL,
+        run: Callable[[uuid.UUID, str | None], Awaitable[None]],
+        **worker: Any,
+    ) -> None:
+        self.app = create_queue_app(url)
+
+        @self.app.task(name=TASK, queue=QUEUE)
+        async def run_agent(run_id: str, inputs: str | None = None) -> None:
+            await run(uuid.UUID(run_id), inputs)
+
+        self._settings = worker
+        self.worker: Worker | None = None
+        self._stopping = False
+        self.task = asyncio.create_task(self._serve(), name="run-worker")
 
     @classmethod
-    async def start(
+    def start(
         cls,
         url: URL,
         run: Callable[[uuid.UUID, str | None], Awaitable[None]],
@@ -61,15 +78,9 @@ class RunWorker:
         heartbeat_seconds: float,
         timeout_seconds: float,
     ) -> RunWorker:
-        app = create_queue_app(url)
-
-        @app.task(name=TASK, queue=QUEUE)
-        async def run_agent(run_id: str, inputs: str | None = None) -> None:
-            await run(uuid.UUID(run_id), inputs)
-
-        await app.open_async()
-        worker = Worker(
-            app,
+        return cls(
+            url,
+            run,
             queues=[QUEUE, node_queue(node_id)],
             name=node_id,
             concurrency=concurrency,
@@ -81,21 +92,43 @@ class RunWorker:
             update_heartbeat_interval=heartbeat_seconds,
             stalled_worker_timeout=timeout_seconds,
         )
-        task = asyncio.create_task(worker.run(), name="run-worker")  # type: ignore[no-untyped-call]
-        return cls(app, worker, task)
+
+    async def _serve(self) -> None:
+        backoff = 1.0
+        while not self._stopping:
+            try:
+                await self.app.open_async()
+                try:
+                    self.worker = Worker(self.app, **self._settings)
+                    await self.worker.run()  # type: ignore[no-untyped-call]
+                finally:
+                    self.worker = None
+                    await self.app.close_async()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("run_worker_failed", exc_info=True)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
 
     def stop_taking_jobs(self) -> None:
-        self.worker.stop()  # type: ignore[no-untyped-call]
+        self._stopping = True
+        if self.worker is not None:
+            self.worker.stop()  # type: ignore[no-untyped-call]
 
     async def close(self) -> None:
         """After the executor's shutdown: the jobs have ended with their runs."""
-        self.worker.stop()  # type: ignore[no-untyped-call]
+        self.stop_taking_jobs()
+        if self.worker is None:  # not started (or between attempts): nothing to finish
+            self.task.cancel()
         try:
             await asyncio.wait_for(asyncio.shield(self.task), 10)
-        except (TimeoutError, Exception):
+        except asyncio.CancelledError:
+            pass
+        except Exception:
             log.warning("run_worker_stop_failed", exc_info=True)
             self.task.cancel()
-        await self.app.close_async()
 
 
 def create_queue_app(url: URL) -> procrastinate.App:

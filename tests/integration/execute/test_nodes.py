@@ -165,9 +165,11 @@ async def test_runs_are_followed_cancelled_and_recovered_across_nodes(
             assert streamed == stored
             assert on_b == on_c == stored[2:]
 
-            # Cancelled through C, stopped by its owner A.
+            # Cancelled through C, stopped by its owner: the node that ran the turn before,
+            # which holds the conversation's warm session.
             async with streaming(ca, tenant, cid, "scenario:slow:2000") as (run_id, on_a):
-                await until_status(cc, tenant, run_id, "running")
+                second = await until_status(cc, tenant, run_id, "running")
+                assert second["node_id"] == run["node_id"]
                 cancelled = await cc.post(
                     tenant.url(f"/runs/{run_id}/cancel"), headers=tenant.headers
                 )

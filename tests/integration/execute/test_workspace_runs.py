@@ -151,14 +151,20 @@ async def test_two_nodes_share_one_store(
     database_url: URL, tmp_path: Path, s3_endpoint: str
 ) -> None:
     """Two service processes on one database and one S3 bucket, with data directories of
-    their own: a file uploaded through A is there for a run on B, and what B's run
-    changed is downloadable through A."""
+    their own: a file uploaded through A (which only serves the API) is there for a run
+    on B (the worker), and what B's run changed is downloadable through A."""
     storage = s3_storage(s3_endpoint)
     apps = [
         create_app(
-            make_settings(database_url, tmp_path / name, storage=storage, max_warm_sessions=0)
+            make_settings(
+                database_url,
+                tmp_path / name,
+                storage=storage,
+                max_warm_sessions=0,
+                node_roles=roles,
+            )
         )
-        for name in ("a", "b")
+        for name, roles in (("a", ["api"]), ("b", ["api", "worker"]))
     ]
     try:
         async with AsyncExitStack() as stack:

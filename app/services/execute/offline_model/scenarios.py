@@ -256,8 +256,8 @@ def plan_reply(request: dict[str, Any]) -> Reply:
     if name == "skill":
         return Reply((ToolUse(_tool_id(request, 0), "Skill", {"skill": arg or "example"}),))
     if name == "paced":
-        count, _, gap = (arg or "300x20").partition("x")
-        chunks = tuple(f"word{i} " for i in range(int(count) if count.isdigit() else 300))
+        number, _, gap = (arg or "300x20").partition("x")
+        chunks = tuple(f"word{i} " for i in range(int(number) if number.isdigit() else 300))
         delay = int(gap) / 1000 if gap.isdigit() else 0.02
         return Reply((Text(chunks),), Usage(output_tokens=len(chunks)), chunk_delay=delay)
     if name == "slow":

@@ -41,7 +41,7 @@ from app.services.execute.spec import RunInputs
 from app.services.scope import TenantScope
 from bench.common import ADMIN_KEY, fresh_database, server_url
 from bench.runs import bench_tenant
-from tests.integration.live_server import spawn_service
+from tests.integration.live_server import serve_in_loop, spawn_service
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 PACED = "scenario:paced:300x20"
@@ -123,8 +123,8 @@ def _percentile(values: list[float], share: float) -> float:
 
 
 async def _start_times(url: str, data_dir: Path) -> dict[str, float]:
-    """Median time from asking for a run to its first event: through the queue (HTTP,
-    a job the node's worker claims) and directly (the executor, same process)."""
+    """Median time from asking for a run to its first event: through the queue (HTTP to
+    this process, a job its worker claims) and directly (the executor, same process)."""
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
         database_url=SecretStr(url),
@@ -138,9 +138,8 @@ async def _start_times(url: str, data_dir: Path) -> dict[str, float]:
     )
     app = create_app(settings)
     times: dict[str, list[float]] = {"queue": [], "direct": []}
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as http:
+    async with app.router.lifespan_context(app), serve_in_loop(app) as base:
+        async with httpx.AsyncClient(base_url=base, timeout=60) as http:
             headers = await bench_tenant(http, "starts")
             scope = TenantScope("starts")
             for _ in range(ROUNDS * 4):

@@ -26,7 +26,7 @@ FLUSH_INTERVAL = 0.2
 FLUSH_BATCH = 2000
 # While another node follows the run: events are stored (and that node told) this soon
 # after they come, so following from elsewhere lags by about this much.
-PROMPT_FLUSH_INTERVAL = 0.01
+PROMPT_FLUSH_INTERVAL = 0.005
 # How long a follower's word that it follows holds (it repeats it more often).
 FOLLOWED_FOR = 10.0
 

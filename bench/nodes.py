@@ -138,47 +138,50 @@ async def _start_times(url: str, data_dir: Path) -> dict[str, float]:
     )
     app = create_app(settings)
     times: dict[str, list[float]] = {"queue": [], "direct": []}
-    async with app.router.lifespan_context(app), serve_in_loop(app) as base:
-        async with httpx.AsyncClient(base_url=base, timeout=60) as http:
-            headers = await bench_tenant(http, "starts")
-            scope = TenantScope("starts")
-            for _ in range(ROUNDS * 4):
-                cid = (
-                    await http.post("/api/tenants/starts/conversations", json={}, headers=headers)
-                ).json()["conversation_id"]
-                began = time.perf_counter()
-                async with http.stream(
-                    "POST",
-                    f"/api/tenants/starts/conversations/{cid}/stream",
-                    json={"user_input": "hi"},
-                    headers=headers,
-                ) as response:
-                    async for chunk in response.aiter_bytes():
-                        if b"event:" in chunk:
-                            times["queue"].append(time.perf_counter() - began)
-                            break
-                await _settle(app, response.headers["x-run-id"])
+    async with (
+        app.router.lifespan_context(app),
+        serve_in_loop(app) as base,
+        httpx.AsyncClient(base_url=base, timeout=60) as http,
+    ):
+        headers = await bench_tenant(http, "starts")
+        scope = TenantScope("starts")
+        for _ in range(ROUNDS * 4):
+            cid = (
+                await http.post("/api/tenants/starts/conversations", json={}, headers=headers)
+            ).json()["conversation_id"]
+            began = time.perf_counter()
+            async with http.stream(
+                "POST",
+                f"/api/tenants/starts/conversations/{cid}/stream",
+                json={"user_input": "hi"},
+                headers=headers,
+            ) as response:
+                async for chunk in response.aiter_bytes():
+                    if b"event:" in chunk:
+                        times["queue"].append(time.perf_counter() - began)
+                        break
+            await _settle(app, response.headers["x-run-id"])
 
-                cid = (
-                    await http.post("/api/tenants/starts/conversations", json={}, headers=headers)
-                ).json()["conversation_id"]
-                began = time.perf_counter()
-                async with app.state.sessionmaker() as session, session.begin():
-                    run = await run_service.queue_run(
-                        session,
-                        scope,
-                        uuid.UUID(cid),
-                        StreamRequest(user_input="hi"),
-                        None,
-                        max_input_chars=1000,
-                    )
-                    claim = Claim(run.run_id, "starts", run.conversation_id, run.created_at)
-                await _update_node(app, run.run_id)
-                app.state.executor.start(claim, RunInputs())
-                events = app.state.executor.live_events(run.run_id)
-                await events.after(0, wait_seconds=30)
-                times["direct"].append(time.perf_counter() - began)
-                await _settle(app, str(run.run_id))
+            cid = (
+                await http.post("/api/tenants/starts/conversations", json={}, headers=headers)
+            ).json()["conversation_id"]
+            began = time.perf_counter()
+            async with app.state.sessionmaker() as session, session.begin():
+                run = await run_service.queue_run(
+                    session,
+                    scope,
+                    uuid.UUID(cid),
+                    StreamRequest(user_input="hi"),
+                    None,
+                    max_input_chars=1000,
+                )
+                claim = Claim(run.run_id, "starts", run.conversation_id, run.created_at)
+            await _update_node(app, run.run_id)
+            app.state.executor.start(claim, RunInputs())
+            events = app.state.executor.live_events(run.run_id)
+            await events.after(0, wait_seconds=30)
+            times["direct"].append(time.perf_counter() - began)
+            await _settle(app, str(run.run_id))
     return {name: statistics.median(values) for name, values in times.items()}
 
 

@@ -78,6 +78,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         roles=settings.node_roles,
         heartbeat_seconds=settings.node_heartbeat_seconds,
         timeout_seconds=settings.node_timeout_seconds,
+        queue_timeout_seconds=settings.run_queue_timeout,
     )
     app.state.cluster = cluster
     offline_model = None
@@ -132,7 +133,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         roles=",".join(cluster.roles),
     )
     worker = None
-    if "worker" in cluster.roles:
+    if "worker" in cluster.roles and agent.refusal is not None:
+        log.error("worker_without_jail", message="This node takes no runs: it cannot jail agents")
+    elif "worker" in cluster.roles:
         worker = RunWorker.start(
             url,
             app.state.executor.run_claimed,
@@ -141,6 +144,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             concurrency=app.state.executor.node_max_running + settings.max_queued_runs,
             heartbeat_seconds=settings.node_heartbeat_seconds,
             timeout_seconds=settings.node_timeout_seconds,
+            ready=cluster.registered,
         )
         app.state.executor.on_stop = worker.stop_taking_jobs
     app.state.worker = worker

@@ -25,7 +25,7 @@ from app.schemas.runs import RunRead, StreamRequest, StreamUpload, run_read
 from app.services import runs as service
 from app.services.budgets import reserve
 from app.services.cluster import Cluster, Watch
-from app.services.execute.events import RunEventLog
+from app.services.execute.events import RunEventLog, done_data
 from app.services.execute.executor import RunExecutor
 from app.services.execute.limits import check_queue_room
 from app.services.execute.queue import defer, queue_for, seal
@@ -33,6 +33,7 @@ from app.services.execute.spec import RunInputs
 from app.services.mcp.servers import plan_servers, run_servers
 from app.services.metrics import FOLLOWERS
 from app.services.scope import TenantScope
+from app.services.tenants import tenant_settings
 
 router = APIRouter(prefix="/api/tenants/{tenant_id}", tags=["execution"])
 
@@ -41,6 +42,9 @@ COALESCE_SECONDS = 0.02
 # A follower of another node's run: how often it reads without a notice, and repeats to
 # the owner that it follows.
 POLL_SECONDS = 1.0
+# A run that ended with no `done` stored after this long gets one made up for it.
+DONE_GRACE_SECONDS = 5.0
+_DONE_STATUS = {"succeeded": "success", "cancelled": "cancelled"}
 # How long a cancel waits for another node to stop its run before it answers 202.
 CANCEL_WAIT_SECONDS = 10.0
 FOLLOW_REPEAT_SECONDS = 5.0
@@ -116,6 +120,7 @@ async def _follow_stored(
 ) -> AsyncIterator[bytes]:
     key = str(run_id)
     quiet_since, told = time.monotonic(), -FOLLOW_REPEAT_SECONDS
+    ended_at: float | None = None
     while True:
         seen = news.version  # news from here on wakes the wait below
         live = executor.live_events(run_id)
@@ -130,8 +135,16 @@ async def _follow_stored(
             status, owner = found
             if status in ACTIVE_RUN_STATUSES:
                 rows = await service.stored_events(session, scope, run_id, position)
+                ended_at = None
             else:  # what is left, and always its `done`
                 rows = await service.replay_after(session, scope, run_id, position)
+                ended_at = ended_at or time.monotonic()
+        if not rows and ended_at and time.monotonic() - ended_at > DONE_GRACE_SECONDS:
+            # Ended, but its `done` was never stored (its node died as it wrote it).
+            done = {**done_data(_DONE_STATUS.get(status, "error")), "seq": position + 1}
+            done.update(timestamp=datetime.now(UTC).isoformat(), run_id=key)
+            yield _sse("done", orjson.dumps(done), position + 1)
+            return
         if (
             owner not in (None, cluster.node_id)
             and time.monotonic() - told >= FOLLOW_REPEAT_SECONDS
@@ -254,8 +267,14 @@ async def stream(
     # 429 if the queue is full (counted on every node, under a lock held to the commit);
     # else its job is queued with it: for the node holding the conversation's warm
     # session if it has room, else for any worker.
+    tenant_limit = (await tenant_settings(session, scope.tenant_id)).max_concurrent_runs
     await check_queue_room(
-        session, run.run_id, settings.max_concurrent_runs, settings.max_queued_runs
+        session,
+        run.run_id,
+        scope.tenant_id,
+        tenant_limit,
+        settings.max_concurrent_runs,
+        settings.max_queued_runs,
     )
     queue = await queue_for(session, conversation_id, run.run_id, settings.node_timeout_seconds)
     await defer(session, run, queue, seal(request.app.state.vault, inputs))
@@ -351,11 +370,11 @@ async def cancel_run(
     cluster: Cluster = request.app.state.cluster
     await session.commit()
     if not await executor.cancel(run_id):
-        run = await service.get_run(session, scope, run_id, for_update=True)
-        service.check_cancellable(run)
+        run = await service.get_run(session, scope, run_id)
         owner = run.node_id
-        if owner is not None and owner != cluster.node_id and await cluster.alive(owner):
-            await session.commit()
+        remote = owner not in (None, cluster.node_id) and await cluster.alive(owner)
+        await session.commit()
+        if remote:
             # Its owner stops it: told, then watched until it has ended (or time is up).
             with cluster.signals.watching(str(run_id)) as news:
                 await cluster.tell("c", run_id)
@@ -368,6 +387,8 @@ async def cancel_run(
                         break
                     await news.wait(seen, POLL_SECONDS)
         else:  # queued, not yet taken by a node (its job goes), or no live node holds it
+            run = await service.get_run(session, scope, run_id, for_update=True)
+            service.check_cancellable(run)
             await service.cancel_orphan(session, run)
             await session.commit()
     session.expire(run)

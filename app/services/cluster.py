@@ -24,7 +24,7 @@ from typing import Any
 
 import asyncpg
 import structlog
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, literal_column, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -34,7 +34,7 @@ from app.models import Node, Run
 from app.models.run import ACTIVE_RUN_STATUSES
 from app.services.execute.queue import release_node_queues
 from app.services.notices import CHANNEL, notify
-from app.services.runs import interrupt_abandoned
+from app.services.runs import expire_queued, interrupt_abandoned
 
 log = structlog.get_logger(__name__)
 
@@ -117,6 +117,7 @@ class Cluster:
         roles: Iterable[str],
         heartbeat_seconds: float,
         timeout_seconds: float,
+        queue_timeout_seconds: float,
     ) -> None:
         self.url = url
         self.sessionmaker = sessionmaker
@@ -124,17 +125,33 @@ class Cluster:
         self.roles = sorted(roles)
         self.heartbeat_seconds = heartbeat_seconds
         self.timeout = timedelta(seconds=timeout_seconds)
+        # Runs no node took within this long of their request (their job lost) end.
+        self.queue_timeout = timedelta(seconds=queue_timeout_seconds + 2 * heartbeat_seconds)
         self.signals = Signals()
         self.handlers: dict[str, Handler] = {"e": lambda words: self.signals.poke(words[0])}
         # What the heartbeat reports of this node: (running, warm, capacity).
         self.load: Callable[[], tuple[int, int, int]] = lambda: (0, 0, 0)
+        # Called when this node finds it was taken for gone (its runs were interrupted).
+        self.on_reaped: Callable[[], None] = lambda: None
         self.listening = False
+        # Set once this node is in `nodes`: its worker takes no job before.
+        self.registered = asyncio.Event()
+        self._recover = False
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self, *, recover: bool) -> int:
-        """Register this node; with `recover`, interrupt the runs its last life left and
-        those of nodes whose heartbeat lapsed. Then beat and listen. Returns how many runs
-        were interrupted."""
+        """Beat and listen; register this node now if the database answers (else the
+        heartbeat does, when it does). Returns how many runs registering interrupted."""
+        self._recover = recover
+        self._tasks = [
+            asyncio.create_task(self._beat(), name="node-heartbeat"),
+            asyncio.create_task(self._listen(), name="node-listener"),
+        ]
+        return await self._register()
+
+    async def _register(self) -> int:
+        """Enter this node in `nodes`; with recovery on, interrupt the runs its last life
+        left and those of nodes whose heartbeat lapsed."""
         async with self.sessionmaker() as session, session.begin():
             await session.execute(
                 insert(Node)
@@ -150,15 +167,12 @@ class Cluster:
             )
             interrupted = (
                 len(await interrupt_abandoned(session, [self.node_id], unqueued=True))
-                if recover
+                if self._recover
                 else 0
             )
-        if recover:
+        self.registered.set()
+        if self._recover:
             interrupted += await self.reap()
-        self._tasks = [
-            asyncio.create_task(self._beat(), name="node-heartbeat"),
-            asyncio.create_task(self._listen(), name="node-listener"),
-        ]
         return interrupted
 
     async def stop(self) -> None:
@@ -167,6 +181,8 @@ class Cluster:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         with contextlib.suppress(Exception):
             async with self.sessionmaker() as session, session.begin():
+                # The jobs queued for this node (its warm sessions') go to any node.
+                await release_node_queues(session, [self.node_id])
                 await session.execute(delete(Node).where(Node.node_id == self.node_id))
 
     async def tell(self, *words: object) -> None:
@@ -214,8 +230,9 @@ class Cluster:
                 )
             )
             owners = [n for n in {*lapsed, *ghosts} if n is not None]
+            expired = await expire_queued(session, self.queue_timeout)
             if not owners:
-                return 0
+                return len(expired)
             runs = await interrupt_abandoned(session, owners)
             await release_node_queues(session, owners)
             await session.execute(delete(Node).where(Node.node_id.in_(lapsed)))
@@ -227,17 +244,24 @@ class Cluster:
         while True:
             await asyncio.sleep(self.heartbeat_seconds)
             try:
+                if not self.registered.is_set():
+                    await self._register()
+                    continue
                 running, warm, capacity = self.load()
                 async with self.sessionmaker() as session, session.begin():
                     values = {"running": running, "warm": warm, "capacity": capacity}
-                    await session.execute(
+                    made = await session.scalar(
                         insert(Node)
                         .values(node_id=self.node_id, roles=self.roles, **values)
                         .on_conflict_do_update(
                             index_elements=[Node.node_id],
                             set_={**values, "heartbeat_at": func.now()},
                         )
+                        .returning(literal_column("xmax = 0"))
                     )
+                if made:  # another node took this one for gone and interrupted its runs
+                    log.error("node_was_taken_for_gone", node_id=self.node_id)
+                    self.on_reaped()
                 await self.reap()
             except Exception:
                 log.warning("node_heartbeat_failed", exc_info=True)

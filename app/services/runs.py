@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, false, func, or_, select
@@ -189,6 +189,41 @@ async def cancel_orphan(session: AsyncSession, run: Run) -> None:
     await _append_ending(session, run, [("done", done_data("cancelled"))])
     await forget_jobs(session, [run.job_id] if run.job_id is not None else [])
     await session.flush()
+
+
+async def expire_queued(session: AsyncSession, older_than: timedelta) -> list[uuid.UUID]:
+    """Runs that no node took within their queue timeout (their job was lost: a node
+    died holding it, say): they fail `queue_timeout`, with `error` and `done`."""
+    runs = list(
+        await session.scalars(
+            select(Run)
+            .where(
+                Run.status == "queued",
+                Run.node_id.is_(None),
+                Run.created_at < func.now() - older_than,
+            )
+            .with_for_update(skip_locked=True)
+        )
+    )
+    for run in runs:
+        run.status = "failed"
+        run.finished_at = func.now()
+        run.error_type = "queue_timeout"
+        run.error = "No node took the run within the queue timeout"
+        await _append_ending(
+            session,
+            run,
+            [
+                (
+                    "error",
+                    {"error_type": "queue_timeout", "message": run.error, "recoverable": True},
+                ),
+                ("done", done_data("error")),
+            ],
+        )
+    await forget_jobs(session, [run.job_id for run in runs if run.job_id is not None])
+    await session.flush()
+    return [run.run_id for run in runs]
 
 
 async def interrupt_abandoned(

@@ -36,6 +36,11 @@ SHUTDOWN_REASON: Reason = ("shutdown", "The service shut down before the run fin
 CONVERSATION_DELETED: Reason = ("deleted", "The conversation was deleted", False)
 TENANT_DELETED: Reason = ("deleted", "The tenant was deleted", False)
 DELETED: Reason = ("deleted", "The conversation or its tenant was deleted", False)
+TAKEN_FOR_GONE: Reason = (
+    "interrupted",
+    "The node running it was taken for gone (it missed its heartbeats)",
+    True,
+)
 UNREADABLE_INPUTS: Reason = (
     "start_error",
     "The node that took the run cannot read what it carries: every node must share "
@@ -107,6 +112,15 @@ class RunExecutor:
             ),
         )
         cluster.load = lambda: (self.running, len(ctx.warm), self.node_max_running)
+        cluster.on_reaped = self._taken_for_gone
+
+    def _taken_for_gone(self) -> None:
+        """Another node took this one for gone and interrupted its runs: they stop here
+        (their records keep `interrupted`)."""
+        for live in list(self._runs.values()):
+            if not live.events.finishing:
+                live.events.cancel_reason = live.events.cancel_reason or TAKEN_FOR_GONE
+                live.task.cancel()
 
     def stop_taking_runs(self) -> None:
         """A stop was asked for: no new run starts from now on, and the grace period that
@@ -225,6 +239,8 @@ class RunExecutor:
         with self.cluster.signals.watching(SLOTS) as slots:
             while True:
                 seen = slots.version  # a slot freed from here on wakes the wait below
+                if time.time() >= deadline:  # a run that waited too long never starts
+                    raise QueueTimeoutError
                 if await self._take_slot(claim, tenant_limit, live):
                     return
                 async with self.ctx.sessionmaker() as session:

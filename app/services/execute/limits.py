@@ -50,12 +50,20 @@ async def _running(session: AsyncSession, tenant_id: str) -> tuple[int, int]:
 
 
 async def check_queue_room(
-    session: AsyncSession, run_id: uuid.UUID, global_limit: int, max_queued: int
+    session: AsyncSession,
+    run_id: uuid.UUID,
+    tenant_id: str,
+    tenant_limit: int,
+    global_limit: int,
+    max_queued: int,
 ) -> None:
     """Before a run is queued: 429 QUEUE_FULL when as many other runs wait as the queue
-    holds (those that a free slot will take at once do not count as waiting)."""
+    holds, unless this one fits a free slot now (a tenant whose runs wait on its own
+    limit never fills the queue for the others)."""
     await _lock(session)
-    running = await session.scalar(select(func.count()).where(Run.status == "running")) or 0
+    running, tenants = await _running(session, tenant_id)
+    if running < global_limit and tenants < tenant_limit:
+        return
     queued = (
         await session.scalar(
             select(func.count()).where(Run.status == "queued", Run.run_id != run_id)

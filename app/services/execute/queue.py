@@ -54,6 +54,7 @@ class RunWorker:
         self,
         url: URL,
         run: Callable[[uuid.UUID, str | None], Awaitable[None]],
+        ready: asyncio.Event,
         **worker: Any,
     ) -> None:
         self.app = create_queue_app(url)
@@ -63,6 +64,7 @@ class RunWorker:
             await run(uuid.UUID(run_id), inputs)
 
         self._settings = worker
+        self._ready = ready
         self.worker: Worker | None = None
         self._stopping = False
         self.task = asyncio.create_task(self._serve(), name="run-worker")
@@ -77,10 +79,13 @@ class RunWorker:
         concurrency: int,
         heartbeat_seconds: float,
         timeout_seconds: float,
+        ready: asyncio.Event,
     ) -> RunWorker:
+        """`ready`: set once the node is registered (no job is taken before)."""
         return cls(
             url,
             run,
+            ready,
             queues=[QUEUE, node_queue(node_id)],
             name=node_id,
             concurrency=concurrency,
@@ -94,6 +99,9 @@ class RunWorker:
         )
 
     async def _serve(self) -> None:
+        """Run the worker until asked to stop; it stops itself on some failures (its
+        heartbeat or listener losing the database): then it starts again."""
+        await self._ready.wait()
         backoff = 1.0
         while not self._stopping:
             try:
@@ -104,11 +112,13 @@ class RunWorker:
                 finally:
                     self.worker = None
                     await self.app.close_async()
-                return
+                if not self._stopping:
+                    log.warning("run_worker_stopped_itself")
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.warning("run_worker_failed", exc_info=True)
+            if not self._stopping:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
 

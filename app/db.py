@@ -136,6 +136,7 @@ def create_engine(url: URL, settings: Settings) -> AsyncEngine:
         url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_size,
+        pool_timeout=settings.db_pool_timeout,
         pool_pre_ping=True,
         # Statement parameters (prompts, metadata, key hashes) never reach error messages.
         hide_parameters=True,

@@ -174,14 +174,30 @@ async def _backend_unavailable(_: Request, exc: Exception) -> JSONResponse:
     return error_response(503, "SERVICE_UNAVAILABLE", "The database is not reachable; try again")
 
 
+async def _pool_busy(_: Request, exc: Exception) -> JSONResponse:
+    # Every connection of this node's pool is in use: the database is fine, this node is
+    # busy (a bigger pool would only turn this into latency).
+    log.warning("database_pool_busy")
+    return error_response(
+        503,
+        "SERVICE_BUSY",
+        "The service is busy; try again shortly",
+        headers={"Retry-After": str(BUSY_RETRY_AFTER_SECONDS)},
+    )
+
+
+BUSY_RETRY_AFTER_SECONDS = 2
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     # Connection-level database failures; anything else unexpected is a 500 written
     # by RequestContextMiddleware.
-    for exc_type in (ConnectionError, OperationalError, InterfaceError, PoolTimeoutError):
+    for exc_type in (ConnectionError, OperationalError, InterfaceError):
         app.add_exception_handler(exc_type, _backend_unavailable)
+    app.add_exception_handler(PoolTimeoutError, _pool_busy)
 
 
 def error_responses(*status_codes: int) -> dict[int | str, dict[str, Any]]:

@@ -43,6 +43,7 @@ from app.services.cluster import Cluster, node_id_for
 from app.services.execute.cache import WorkspaceCache
 from app.services.execute.executor import RunExecutor
 from app.services.execute.jail import Jail, find_bwrap, install_launcher
+from app.services.execute.limits import StartGate
 from app.services.execute.offline_model import OfflineModelServer
 from app.services.execute.providers import Provider, resolve_provider
 from app.services.execute.queue import RunWorker
@@ -107,6 +108,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             store=app.state.store,
             file_caps=app.state.file_caps,
             cache=cache,
+            startups=StartGate(settings.agent_startups or os.cpu_count() or 2),
             run_timeout=settings.run_timeout,
         ),
         max_running=settings.max_concurrent_runs,
@@ -198,6 +200,7 @@ async def _agent_runtime(
         launcher=install_launcher(settings.data_dir),
         session_store=PostgresSessionStore(sessionmaker, settings.data_dir / "workspaces"),
         max_retries=settings.model_max_retries,
+        nice=settings.agent_nice,
         runtime_dir=runtime_dir,
         jail=jail,
         bwrap=bwrap,

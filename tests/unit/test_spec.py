@@ -30,6 +30,7 @@ async def test_the_parts_make_the_options(tmp_path: Path) -> None:
         launcher=install_launcher(tmp_path),
         session_store=session_store,
         max_retries=2,
+        nice=10,
         runtime_dir=tmp_path,
     )
     options, process = await open_agent(runtime, SPEC)
@@ -43,6 +44,8 @@ async def test_the_parts_make_the_options(tmp_path: Path) -> None:
         assert options.env["HOME"] == str(process.home) and process.home.is_dir()
         # Unjailed with Bash, the CLI keeps the key from what Bash sees.
         assert options.env["CLAUDE_CODE_SUBPROCESS_ENV_SCRUB"] == "1"
+        # The launcher starts it 10 nicer than the service.
+        assert options.env["CMAB_AGENT_NICE"] == "10"
         assert "ANTHROPIC_API_KEY" in options.env["CMAB_AGENT_ENV"].split()
         assert "DATABASE_URL" not in options.env["CMAB_AGENT_ENV"].split()
         assert options.hooks and "PreToolUse" in options.hooks

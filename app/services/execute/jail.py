@@ -59,6 +59,8 @@ LAUNCHER = f"""#!/bin/sh
 # Starts the bundled Claude Code CLI with only the variables named in CMAB_AGENT_ENV (no
 # database URL, keys or secrets of the service), in its jail when CMAB_JAIL_ARGS names one.
 cli="$CMAB_AGENT_CLI"
+# Below the service's priority (children inherit it): nice -n N when CMAB_AGENT_NICE is N.
+prio="${{CMAB_AGENT_NICE:+nice -n $CMAB_AGENT_NICE}}"
 bwrap="$CMAB_BWRAP"
 jail="$CMAB_JAIL_ARGS"
 home="$HOME"
@@ -77,15 +79,15 @@ if [ -n "$jail" ]; then
   # CLI (a third of a second to start) makes its first model request, so nothing waits.
   entry='socat TCP-LISTEN:{JAIL_PORT},bind=127.0.0.1,fork,reuseaddr UNIX-CONNECT:{JAIL_SOCKET} 2>/dev/null &
 exec "$@"'
-  exec "$bwrap" --args 3 --bind "$home" "$home" --bind "$config" "$config" \\
+  exec $prio "$bwrap" --args 3 --bind "$home" "$home" --bind "$config" "$config" \\
     --chdir "$(pwd)" -- /bin/sh -c "$entry" sh "$cli" "$@" 3<"$jail"
 fi
 # Unjailed (AGENT_SANDBOX=off): if the service dies without ending it, the CLI gets SIGTERM
 # rather than finishing its turn for nobody (setpriv, util-linux 2.33+).
 if setpriv --pdeathsig TERM true >/dev/null 2>&1; then
-  exec setpriv --pdeathsig TERM "$cli" "$@"
+  exec $prio setpriv --pdeathsig TERM "$cli" "$@"
 fi
-exec "$cli" "$@"
+exec $prio "$cli" "$@"
 """
 
 

@@ -8,7 +8,10 @@ queue timeout, counted from when it was asked for, passes."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 
 from sqlalchemy import func, select, update
@@ -19,6 +22,32 @@ from app.models import Run
 
 # The advisory lock every slot count and claim is made under.
 _SLOTS_LOCK = "cmab:run-slots"
+
+
+class StartGate:
+    """At most `limit` agent processes start at once on this node (each start is about a
+    CPU-second: started all at once on a small machine they thrash, and starve the
+    service's streaming); the others wait their turn in order, told their place."""
+
+    def __init__(self, limit: int) -> None:
+        self._gate = asyncio.Semaphore(limit)
+        self.waiting = 0
+
+    @contextlib.asynccontextmanager
+    async def turn(self, on_wait: Callable[[int], None]) -> AsyncIterator[None]:
+        if self._gate.locked():
+            self.waiting += 1
+            on_wait(self.waiting)
+            try:
+                await self._gate.acquire()
+            finally:
+                self.waiting -= 1
+        else:
+            await self._gate.acquire()
+        try:
+            yield
+        finally:
+            self._gate.release()
 
 
 class QueueTimeoutError(Exception):

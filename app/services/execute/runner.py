@@ -34,6 +34,7 @@ from app.services.conversations import next_message_seq
 from app.services.execute.cache import WorkspaceCache
 from app.services.execute.events import RunEventLog
 from app.services.execute.jail import AgentProcess
+from app.services.execute.limits import StartGate
 from app.services.execute.options import open_agent
 from app.services.execute.record import (
     RunRecorder,
@@ -71,6 +72,7 @@ class ExecutionContext:
     store: ObjectStore
     file_caps: FileCaps
     cache: WorkspaceCache
+    startups: StartGate
     run_timeout: float = 3600.0
 
 
@@ -353,8 +355,16 @@ async def _drive(
                 )
                 prompt = _unavailable_servers(process, events) + prompt
             session.open_gate()
-            if fresh:
-                await session.client.connect()
+            if fresh:  # about a CPU-second: only so many start at once on a node
+
+                def waiting(position: int) -> None:
+                    message = f"Waiting for an agent to start: position {position}"
+                    events.emit(
+                        "progress", {"type": "starting", "message": message, "position": position}
+                    )
+
+                async with ctx.startups.turn(waiting):
+                    await session.client.connect()
             state.usage_before = session.usage
             await session.client.query(prompt)
             # Closed when the turn ends: the session's next turn reads on from there.

@@ -96,6 +96,8 @@ class AgentRuntime:
     launcher: Path
     session_store: PostgresSessionStore
     max_retries: int
+    # How much nicer than the service agent processes run (0: as nice as it).
+    nice: int
     # Private to the service: each process's prompt file, jail arguments, egress socket.
     runtime_dir: Path
     # None: agents run unjailed (AGENT_SANDBOX=off, said loudly at start).

@@ -213,18 +213,19 @@ async def test_runs_are_followed_cancelled_and_recovered_across_nodes(
             history = str(following.events)
             assert "You said: What did you write?" in following.text, history
 
-            # Restarting a node leaves another node's run alone.
+            # Restarting a node leaves another node's run alone. (The stream that asked
+            # for it is dropped first: a stopping node waits for the streams it serves.)
             cid2 = await new_conversation(watch, tenant)
             async with streaming(watch, tenant, cid2, "scenario:slow:1500") as (run_id, _):
                 run = await until_status(watch, tenant, run_id, "running")
-                bystander = next(n for n in live if n.node_id != run["node_id"])
-                observer = next(n for n in live if n is not bystander).client()
-                await bystander.stop()
-                await bystander.start()
-                assert (await until_status(observer, tenant, run_id, "running"))["node_id"]
-                ended = await until_status(
-                    observer, tenant, run_id, "succeeded", "failed", "interrupted", "cancelled"
-                )
+            bystander = next(n for n in live if n.node_id != run["node_id"])
+            observer = next(n for n in live if n is not bystander).client()
+            await bystander.stop()
+            await bystander.start()
+            assert (await until_status(observer, tenant, run_id, "running"))["node_id"]
+            ended = await until_status(
+                observer, tenant, run_id, "succeeded", "failed", "interrupted", "cancelled"
+            )
             assert ended["status"] == "succeeded"
     finally:
         await reset_database(database_url)

@@ -28,7 +28,8 @@ SCENARIOS: dict[str, str] = {
     "(scenario:subagent:N, N calls at once; scenario:subagent:haiku, on that model)",
     "skill": "a Skill tool call (scenario:skill:NAME), then an answer",
     "slow": "streamed text with a pause between chunks (scenario:slow:MS, default 200)",
-    "paced": "N text chunks, MS apart (scenario:paced:NxMS, default 300x20: 50 a second)",
+    "paced": "N text chunks, MS apart (scenario:paced:NxMS, default 300x20: 50 a second), "
+    "each the time it was sent",
     "cache": "a plain answer whose usage includes cache writes (5m and 1h) and reads",
     "error": "the API fails with the status given (scenario:error:429 | 500 | 529)",
     "drop": "the stream starts, then the connection drops mid-answer",
@@ -38,6 +39,9 @@ SCENARIOS: dict[str, str] = {
     '(`scenario:hostile [["Bash", {"command": "id"}], ...]`), one at a time in order, '
     "then reports each result",
 }
+# A text chunk holding this is sent with it replaced by the time it was sent (epoch
+# seconds): the `paced` scenario's, for benches that measure lag.
+SEND_TIME = "@sent@"
 # How much of each tool result the hostile model's report repeats.
 REPORT_CHARS = 4000
 
@@ -257,7 +261,8 @@ def plan_reply(request: dict[str, Any]) -> Reply:
         return Reply((ToolUse(_tool_id(request, 0), "Skill", {"skill": arg or "example"}),))
     if name == "paced":
         number, _, gap = (arg or "300x20").partition("x")
-        chunks = tuple(f"word{i} " for i in range(int(number) if number.isdigit() else 300))
+        count = int(number) if number.isdigit() else 300
+        chunks = (f"{SEND_TIME} ",) * count
         delay = int(gap) / 1000 if gap.isdigit() else 0.02
         return Reply((Text(chunks),), Usage(output_tokens=len(chunks)), chunk_delay=delay)
     if name == "slow":

@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from app.services.execute.offline_model import wire
-from app.services.execute.offline_model.scenarios import Reply, plan_reply
+from app.services.execute.offline_model.scenarios import SEND_TIME, Reply, plan_reply
 
 # How a failure status looks on each API (Bedrock names its errors in a header).
 _ANTHROPIC_ERRORS = {429: "rate_limit_error", 500: "api_error", 529: "overloaded_error"}
@@ -57,6 +57,10 @@ def create_app(
                 sent += 1
                 if sent > 2:
                     raise DroppedStream
+            delta = event.get("delta") or {}
+            if SEND_TIME in str(delta.get("text", "")):  # when it was sent, for lag benches
+                stamped = delta["text"].replace(SEND_TIME, f"{time.time():.6f}")
+                event = {**event, "delta": {**delta, "text": stamped}}
             yield event
 
     async def anthropic_messages(request: Request) -> Response:

@@ -29,6 +29,8 @@ def apply(build: AgentBuild) -> None:
     allowed = sorted({*env, *BASE_VARIABLES})
     env["CMAB_AGENT_CLI"] = str(bundled_cli())
     env["CMAB_AGENT_ENV"] = " ".join(allowed)
+    if build.runtime.nice:
+        env["CMAB_AGENT_NICE"] = str(build.runtime.nice)
     jail, args_file = build.runtime.jail, build.process.args_file
     if jail is not None and args_file is not None:
         env["CMAB_BWRAP"] = str(jail.bwrap)

@@ -1,0 +1,105 @@
+"""Staying real-time under load: agents run nicer than the service (and what they start
+inherits it); a busy pool answers 503 SERVICE_BUSY with Retry-After, not "database not
+reachable"; and during a burst of runs no connection sits idle in a transaction longer
+than a query."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import URL, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from tests.conftest import ADMIN, TenantFixture, assert_error
+from tests.integration.execute.streams import (
+    agent_pids,
+    hostile,
+    new_conversation,
+    report,
+    running_service,
+    start_turn,
+    stream_turn,
+    wait_running,
+)
+
+pytestmark = pytest.mark.parametrize("wire", ["anthropic"], indirect=True)
+
+
+async def test_agents_run_nicer_than_the_service(
+    client: httpx.AsyncClient, app: FastAPI, tenant: TenantFixture
+) -> None:
+    await client.put(tenant.url(), json={"settings": {"bash_enabled": True}}, headers=ADMIN)
+    cid = await new_conversation(client, tenant)
+    turn, run_id = await start_turn(client, tenant, cid, "scenario:slow:300")
+    await wait_running(client, tenant, run_id)
+    data_dir = app.state.settings.data_dir.resolve()
+    for _ in range(100):
+        if pids := agent_pids(data_dir, tenant, cid):
+            break
+        await asyncio.sleep(0.05)
+    service = psutil.Process().nice()
+    assert [psutil.Process(pid).nice() for pid in pids] == [service + 10] * len(pids)
+    await turn
+    # What the agent starts (here Bash) inherits it.
+    stream = await stream_turn(client, tenant, cid, hostile(["Bash", {"command": "nice"}]))
+    assert report(stream)[0].endswith(f": {service + 10}"), report(stream)
+
+
+async def test_a_busy_pool_is_503_service_busy(
+    database_url: URL, tmp_path: Path, wire: str
+) -> None:
+    async with running_service(database_url, tmp_path, db_pool_size=1, db_pool_timeout=0.3) as (
+        app,
+        client,
+    ):
+        held = [await app.state.engine.connect() for _ in range(2)]  # the pool, and overflow
+        try:
+            response = await client.get("/api/models", headers=ADMIN)
+        finally:
+            for connection in held:
+                await connection.close()
+        assert_error(response, 503, "SERVICE_BUSY")
+        assert response.headers["retry-after"] == "2"
+        assert (await client.get("/api/models", headers=ADMIN)).status_code == 200
+
+
+async def test_no_transaction_waits_on_an_agent(
+    client: httpx.AsyncClient, app: FastAPI, database_url: URL, tenant: TenantFixture
+) -> None:
+    """Six runs at once (more than start at once), and followers: every 20 ms, the
+    connections of this database idle in a transaction for longer than half a second."""
+    engine = create_async_engine(database_url)
+    held: list[tuple[str, float]] = []
+    done = asyncio.Event()
+
+    async def watch() -> None:
+        async with engine.connect() as conn:
+            while not done.is_set():
+                rows = await conn.execute(
+                    text(
+                        "SELECT left(query, 200), extract(epoch FROM now() - state_change)"
+                        " FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND state = 'idle in transaction' AND pid <> pg_backend_pid()"
+                    )
+                )
+                held.extend((q, s) for q, s in rows if s > 0.5)
+                await conn.commit()
+                await asyncio.sleep(0.02)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        cids = [await new_conversation(client, tenant) for _ in range(6)]
+        streams = await asyncio.gather(
+            *(stream_turn(client, tenant, cid, "scenario:slow:100") for cid in cids)
+        )
+    finally:
+        done.set()
+        await watcher
+        await engine.dispose()
+    assert [s.done["status"] for s in streams] == ["success"] * 6
+    assert held == [], held

@@ -7,6 +7,7 @@ Services raise `AppError` subclasses; nothing raises `HTTPException`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import structlog
@@ -162,11 +163,35 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(422, "VALIDATION_ERROR", "The request is not valid", details)
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _STATUS_CODES.get(exc.status_code, "HTTP_ERROR")
     headers = dict(exc.headers) if exc.headers else None
+    if exc.status_code == 405:
+        # Every method the path takes: each method of a path is a route of its own, and
+        # the router names only the first route's.
+        headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
     return error_response(exc.status_code, code, str(exc.detail), headers=headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    path = request.scope.get("path", "")
+    methods: set[str] = set()
+    for route in _every_route(request.app.router.routes):
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(path):
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)
+
+
+def _every_route(routes: Iterable[Any]) -> Iterator[Any]:
+    """The app's routes, those of included routers too (FastAPI keeps those nested)."""
+    for route in routes:
+        nested = getattr(route, "effective_candidates", None)
+        if callable(nested):
+            yield from _every_route(nested())
+        else:
+            yield route
 
 
 async def _backend_unavailable(_: Request, exc: Exception) -> JSONResponse:

@@ -58,3 +58,9 @@ async def test_request_id_is_made_when_missing_or_unsafe(client: httpx.AsyncClie
 async def test_unknown_route_and_method_use_the_envelope(client: httpx.AsyncClient) -> None:
     assert_error(await client.get("/nope"), 404, "NOT_FOUND")
     assert_error(await client.delete("/health"), 405, "METHOD_NOT_ALLOWED")
+    # The Allow header names every method of the path, not only its first route's.
+    refused = await client.request("OPTIONS", "/api/tenants/acme/conversations")
+    assert_error(refused, 405, "METHOD_NOT_ALLOWED")
+    assert refused.headers["allow"] == "GET, POST"
+    refused = await client.delete("/api/tenants")
+    assert refused.headers["allow"] == "GET, POST"

@@ -106,9 +106,25 @@ class ReadSchema(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
+def _only_nullable_fields_take_null(schema: dict[str, Any], model: type[BaseModel]) -> None:
+    """The document says what the validator does: `null` only for `nullable_fields`."""
+    nullable: frozenset[str] = getattr(model, "nullable_fields", frozenset())
+    for name, prop in schema.get("properties", {}).items():
+        if name in nullable or "anyOf" not in prop:
+            continue
+        kept = [branch for branch in prop["anyOf"] if branch != {"type": "null"}]
+        prop.pop("default", None)
+        if len(kept) == 1:
+            del prop["anyOf"]
+            prop.update(kept[0])
+        else:
+            prop["anyOf"] = kept
+
+
 class PatchSchema(Schema):
     """An update: only the fields sent change; `null` only where a field may be empty."""
 
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_only_nullable_fields_take_null)
     nullable_fields: ClassVar[frozenset[str]] = frozenset()
 
     @model_validator(mode="after")

@@ -109,3 +109,12 @@ async def test_values_postgres_cannot_store_are_422(
         )
         assert_error(response, 422, "VALIDATION_ERROR")
     assert (await client.get(conversations, headers=tenant.headers)).json()["total"] == 0
+
+
+async def test_the_document_says_null_only_where_null_is_taken(client: httpx.AsyncClient) -> None:
+    """A patch's field that refuses null is not documented as nullable (and one that
+    takes it is)."""
+    schemas = (await client.get("/openapi.json")).json()["components"]["schemas"]
+    update = schemas["ConversationUpdate"]["properties"]
+    assert "anyOf" not in update["model_id"] and update["model_id"]["type"] == "string"
+    assert {"type": "null"} in update["title"]["anyOf"]

@@ -118,3 +118,19 @@ async def test_the_document_says_null_only_where_null_is_taken(client: httpx.Asy
     update = schemas["ConversationUpdate"]["properties"]
     assert "anyOf" not in update["model_id"] and update["model_id"]["type"] == "string"
     assert {"type": "null"} in update["title"]["anyOf"]
+
+
+@pytest.mark.parametrize("value", ["0.5", "1700000000", "2026-03-01", "2026-03-01T00:00:00"])
+async def test_date_times_are_rfc_3339_only(
+    client: httpx.AsyncClient, tenant: TenantFixture, value: str
+) -> None:
+    """Not a number taken as a Unix time, not a date alone, not without an offset."""
+    for path, name in (("/conversations", "created_before"), ("/usage", "from")):
+        response = await client.get(tenant.url(path), params={name: value}, headers=tenant.headers)
+        assert_error(response, 422)
+    fine = await client.get(
+        tenant.url("/conversations"),
+        params={"created_before": "2026-03-01T00:00:00.5+01:00"},
+        headers=tenant.headers,
+    )
+    assert fine.status_code == 200, fine.text

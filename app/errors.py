@@ -167,6 +167,10 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _STATUS_CODES.get(exc.status_code, "HTTP_ERROR")
     headers = dict(exc.headers) if exc.headers else None
+    if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+        # FastAPI reads a JSON body before it validates it: bytes that are not UTF-8 are a
+        # body that cannot be processed, like any other that does not parse.
+        return error_response(422, "VALIDATION_ERROR", "The body is not valid UTF-8 JSON")
     if exc.status_code == 405:
         # Every method the path takes: each method of a path is a route of its own, and
         # the router names only the first route's.

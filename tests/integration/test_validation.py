@@ -134,3 +134,14 @@ async def test_date_times_are_rfc_3339_only(
         headers=tenant.headers,
     )
     assert fine.status_code == 200, fine.text
+
+
+async def test_a_body_that_is_not_utf8_is_422(
+    client: httpx.AsyncClient, tenant: TenantFixture
+) -> None:
+    response = await client.post(
+        tenant.url("/conversations"),
+        content=b'{"title": "\xff\xfe"}',
+        headers={**tenant.headers, "Content-Type": "application/json"},
+    )
+    assert_error(response, 422, "VALIDATION_ERROR")

@@ -41,9 +41,12 @@ def _no_nul(value: str) -> str:
     return value
 
 
-SafeStr = Annotated[str, AfterValidator(_no_nul)]
-Name = Annotated[SafeStr, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-UserId = Annotated[SafeStr, StringConstraints(min_length=1, max_length=255)]
+# After any StringConstraints (`Annotated[str, StringConstraints(...), NoNul]`): placed
+# before them, it would hide their lengths and patterns from the OpenAPI document.
+NoNul = AfterValidator(_no_nul)
+SafeStr = Annotated[str, NoNul]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), NoNul]
+UserId = Annotated[str, StringConstraints(min_length=1, max_length=255), NoNul]
 
 
 def _check_json(value: Any, max_depth: int, depth: int = 0) -> None:

@@ -8,10 +8,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints
 
-from app.schemas.common import JsonObject, PatchSchema, ReadSchema, SafeStr, Schema, UserId
+from app.schemas.common import JsonObject, NoNul, PatchSchema, ReadSchema, Schema, UserId
 from app.schemas.models import ModelId
 
-Title = Annotated[SafeStr, StringConstraints(strip_whitespace=True, max_length=500)]
+Title = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500), NoNul]
 ConversationStatus = Literal["active", "archived"]
 
 

@@ -9,11 +9,19 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, StringConstraints
 
-from app.schemas.common import MCP_NAME, PLACEHOLDER_NAME, JsonDocument, ReadSchema, SafeStr, Schema
+from app.schemas.common import (
+    MCP_NAME,
+    PLACEHOLDER_NAME,
+    JsonDocument,
+    NoNul,
+    ReadSchema,
+    SafeStr,
+    Schema,
+)
 
 
 class SecretWrite(Schema):
-    value: Annotated[SafeStr, StringConstraints(min_length=1, max_length=64 * 1024)] = Field(
+    value: Annotated[str, StringConstraints(min_length=1, max_length=64 * 1024), NoNul] = Field(
         description="Write-only: never shown again, in any response, log or event"
     )
 
@@ -27,15 +35,15 @@ class SecretRead(ReadSchema):
 McpName = Annotated[str, StringConstraints(pattern=MCP_NAME)]
 McpType = Literal["http", "sse", "stdio", "builtin", "openapi"]
 McpStatus = Literal["active", "disabled"]
-ToolPattern = Annotated[SafeStr, StringConstraints(min_length=1, max_length=128)]
+ToolPattern = Annotated[str, StringConstraints(min_length=1, max_length=128), NoNul]
 HeaderName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")]
-HeaderValue = Annotated[SafeStr, StringConstraints(max_length=8192, pattern=r"^[^\r\n]*$")]
+HeaderValue = Annotated[str, StringConstraints(max_length=8192, pattern=r"^[^\r\n]*$"), NoNul]
 
 
 class RemoteServerConfig(Schema):
     """`http` (streamable HTTP) and `sse`: where the server is and what to send it."""
 
-    url: Annotated[SafeStr, StringConstraints(max_length=2048, pattern=r"^https?://")]
+    url: Annotated[str, StringConstraints(max_length=2048, pattern=r"^https?://"), NoNul]
     headers: dict[HeaderName, HeaderValue] = Field(default_factory=dict, max_length=50)
 
 
@@ -60,9 +68,9 @@ class OpenApiServerConfig(Schema):
         Field(default=None, description="The document: a JSON object, or JSON or YAML text")
     )
     spec_url: (
-        Annotated[SafeStr, StringConstraints(max_length=2048, pattern=r"^https?://")] | None
+        Annotated[str, StringConstraints(max_length=2048, pattern=r"^https?://"), NoNul] | None
     ) = Field(default=None, description="Where to fetch the document (through the guard)")
-    base_url: Annotated[SafeStr, StringConstraints(max_length=2048, pattern=r"^https?://")]
+    base_url: Annotated[str, StringConstraints(max_length=2048, pattern=r"^https?://"), NoNul]
     headers: dict[HeaderName, HeaderValue] = Field(default_factory=dict, max_length=50)
     query: dict[Annotated[str, StringConstraints(max_length=100)], HeaderValue] = Field(
         default_factory=dict, max_length=20, description="e.g. an API key sent in the query"
@@ -97,8 +105,8 @@ class StdioServerConfig(Schema):
     """`stdio`: a command from the operator's list, its arguments, its environment
     (placeholders allowed there)."""
 
-    command: Annotated[SafeStr, StringConstraints(max_length=1024)]
-    args: list[Annotated[SafeStr, StringConstraints(max_length=1024)]] = Field(
+    command: Annotated[str, StringConstraints(max_length=1024), NoNul]
+    args: list[Annotated[str, StringConstraints(max_length=1024), NoNul]] = Field(
         default_factory=list, max_length=100
     )
     env: dict[StdioVariable, HeaderValue] = Field(default_factory=dict, max_length=50)
@@ -118,7 +126,7 @@ class McpServerWrite(Schema):
     allowed_tools: list[ToolPattern] | None = Field(
         default=None, max_length=200, description="Tool names or globs; others are hidden"
     )
-    description: Annotated[SafeStr, StringConstraints(max_length=2000)] | None = Field(
+    description: Annotated[str, StringConstraints(max_length=2000), NoNul] | None = Field(
         default=None, description="Added to the agent's system prompt"
     )
     status: McpStatus = "active"

@@ -8,10 +8,10 @@ from typing import Annotated, Literal
 
 from pydantic import Field, PlainSerializer, StringConstraints
 
-from app.schemas.common import Name, PatchSchema, ReadSchema, SafeStr, Schema
+from app.schemas.common import Name, NoNul, PatchSchema, ReadSchema, Schema
 
-ModelId = Annotated[SafeStr, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,99}$")]
-ProviderModelId = Annotated[SafeStr, StringConstraints(min_length=1, max_length=200)]
+ModelId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,99}$"), NoNul]
+ProviderModelId = Annotated[str, StringConstraints(min_length=1, max_length=200), NoNul]
 ModelStatus = Literal["active", "deprecated"]
 # USD per million tokens, sent and returned as a decimal string.
 Price = Annotated[

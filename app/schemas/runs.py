@@ -9,9 +9,17 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, PlainSerializer, StringConstraints, computed_field
 
-from app.schemas.common import MCP_NAME, PLACEHOLDER_NAME, Name, ReadSchema, SafeStr, Schema, UserId
+from app.schemas.common import (
+    MCP_NAME,
+    PLACEHOLDER_NAME,
+    Name,
+    NoNul,
+    ReadSchema,
+    Schema,
+    UserId,
+)
 
-UserInput = Annotated[SafeStr, StringConstraints(min_length=1, max_length=1_000_000)]
+UserInput = Annotated[str, StringConstraints(min_length=1, max_length=1_000_000), NoNul]
 Usd = Annotated[
     Decimal, PlainSerializer(lambda v: str(v.quantize(Decimal("0.000001"))), return_type=str)
 ]
@@ -22,15 +30,15 @@ class Executor(Schema):
 
     user_id: UserId | None = None
     name: Name | None = None
-    email: Annotated[SafeStr, StringConstraints(max_length=320)] | None = None
+    email: Annotated[str, StringConstraints(max_length=320), NoNul] | None = None
 
 
 class StreamRequest(Schema):
     user_input: UserInput
     executor: Executor | None = None
-    preferred_skills: list[Annotated[SafeStr, StringConstraints(min_length=1, max_length=200)]] = (
-        Field(default_factory=list, max_length=50)
-    )
+    preferred_skills: list[
+        Annotated[str, StringConstraints(min_length=1, max_length=200), NoNul]
+    ] = Field(default_factory=list, max_length=50)
     max_cost_usd: (
         Annotated[
             Decimal, Field(gt=0, le=1_000_000, max_digits=13, decimal_places=6, allow_inf_nan=False)
@@ -47,7 +55,7 @@ class StreamRequest(Schema):
     )
     tokens: dict[
         Annotated[str, StringConstraints(pattern=PLACEHOLDER_NAME)],
-        Annotated[SafeStr, StringConstraints(max_length=10_000)],
+        Annotated[str, StringConstraints(max_length=10_000), NoNul],
     ] = Field(
         default_factory=dict,
         max_length=50,

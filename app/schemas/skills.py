@@ -7,14 +7,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints
 
-from app.schemas.common import Name, ReadSchema, SafeStr, Schema
+from app.schemas.common import Name, NoNul, ReadSchema, Schema
 
 SkillStatus = Literal["active", "disabled"]
 Command = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$")
 ]
-CommandDescription = Annotated[SafeStr, StringConstraints(min_length=1, max_length=1024)]
-FilePath = Annotated[SafeStr, StringConstraints(min_length=1, max_length=1024)]
+CommandDescription = Annotated[str, StringConstraints(min_length=1, max_length=1024), NoNul]
+FilePath = Annotated[str, StringConstraints(min_length=1, max_length=1024), NoNul]
 
 
 class SkillMetaIn(Schema):
@@ -43,7 +43,7 @@ class SkillCreate(SkillMetaIn):
     """A skill folder as JSON: each file's text, or its bytes as base64."""
 
     files: dict[
-        FilePath, Annotated[SafeStr, StringConstraints(max_length=16 * 1024 * 1024)] | Base64File
+        FilePath, Annotated[str, StringConstraints(max_length=16 * 1024 * 1024), NoNul] | Base64File
     ] = Field(
         description="Path in the skill folder → content; `SKILL.md` at the root",
         min_length=1,

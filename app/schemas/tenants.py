@@ -9,13 +9,13 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, StringConstraints
 
-from app.schemas.common import Name, PatchSchema, ReadSchema, SafeStr, Schema, UserId
+from app.schemas.common import Name, NoNul, PatchSchema, ReadSchema, Schema, UserId
 from app.schemas.models import ModelId
 from app.utils.zones import zone_named
 
 TenantId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$")]
 TenantStatus = Literal["active", "inactive"]
-SystemPrompt = Annotated[SafeStr, StringConstraints(max_length=100_000)]
+SystemPrompt = Annotated[str, StringConstraints(max_length=100_000), NoNul]
 MaxConcurrentRuns = Annotated[int, Field(ge=1, le=1000)]
 MaxTurns = Annotated[int, Field(ge=1, le=1000)]
 # The built-in tools a tenant's agent can be given (DESIGN §8: a closed, explicit set).

@@ -145,3 +145,12 @@ async def test_a_body_that_is_not_utf8_is_422(
         headers={**tenant.headers, "Content-Type": "application/json"},
     )
     assert_error(response, 422, "VALIDATION_ERROR")
+
+
+async def test_the_document_carries_the_rules_the_server_enforces(
+    client: httpx.AsyncClient,
+) -> None:
+    """Patterns and lengths reach the schema (a NUL check placed before them hid them)."""
+    schemas = (await client.get("/openapi.json")).json()["components"]["schemas"]
+    assert schemas["ModelCreate"]["properties"]["model_id"]["pattern"].startswith("^[A-Za-z0-9]")
+    assert schemas["TenantCreate"]["properties"]["name"]["maxLength"] == 200

@@ -205,25 +205,8 @@ async def expire_queued(session: AsyncSession, older_than: timedelta) -> list[uu
             .with_for_update(skip_locked=True)
         )
     )
-    for run in runs:
-        run.status = "failed"
-        run.finished_at = func.now()
-        run.error_type = "queue_timeout"
-        run.error = "No node took the run within the queue timeout"
-        await _append_ending(
-            session,
-            run,
-            [
-                (
-                    "error",
-                    {"error_type": "queue_timeout", "message": run.error, "recoverable": True},
-                ),
-                ("done", done_data("error")),
-            ],
-        )
-    await forget_jobs(session, [run.job_id for run in runs if run.job_id is not None])
-    await session.flush()
-    return [run.run_id for run in runs]
+    message = "No node took the run within the queue timeout"
+    return await _end_abandoned(session, runs, "failed", "queue_timeout", message)
 
 
 async def interrupt_abandoned(
@@ -241,16 +224,25 @@ async def interrupt_abandoned(
             .with_for_update(skip_locked=True)
         )
     )
+    message = "The service stopped while the run was in progress"
+    return await _end_abandoned(session, runs, "interrupted", "interrupted", message)
+
+
+async def _end_abandoned(
+    session: AsyncSession, runs: list[Run], status: str, error_type: str, message: str
+) -> list[uuid.UUID]:
+    """End runs no live node will end: their status and error, `error` and `done` after
+    their stored events, and their jobs dropped."""
     for run in runs:
-        run.status = "interrupted"
+        run.status = status
         run.finished_at = func.now()
-        run.error_type = "interrupted"
-        run.error = "The service stopped while the run was in progress"
+        run.error_type = error_type
+        run.error = message
         await _append_ending(
             session,
             run,
             [
-                ("error", {"error_type": "interrupted", "message": run.error, "recoverable": True}),
+                ("error", {"error_type": error_type, "message": message, "recoverable": True}),
                 ("done", done_data("error", session_id=run.session_id)),
             ],
         )

@@ -8,6 +8,7 @@ Services raise `AppError` subclasses; nothing raises `HTTPException`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from http import HTTPStatus
 from typing import Any
 
 import structlog
@@ -229,9 +230,13 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(PoolTimeoutError, _pool_busy)
 
 
+def status_description(status: int) -> str:
+    return HTTPStatus(status).phrase
+
+
 def error_responses(*status_codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` entries for the errors an endpoint can answer."""
     return {
-        status: {"model": ErrorEnvelope, "description": _STATUS_CODES.get(status, "Error")}
+        status: {"model": ErrorEnvelope, "description": status_description(status)}
         for status in status_codes
     }

@@ -31,12 +31,18 @@ from app.api import (
     usage,
     workspace,
 )
-from app.api.openapi import document_schemas
+from app.api.openapi import install_openapi
 from app.config import ModelProvider, Settings
 from app.errors import install_error_handlers
 from app.log_config import configure_logging
 from app.middleware import RequestContextMiddleware
 from app.request_limits import RequestLimitsMiddleware
+from app.schemas.integrations import (
+    BuiltinServerConfig,
+    OpenApiServerConfig,
+    RemoteServerConfig,
+    StdioServerConfig,
+)
 from app.schemas.runs import StreamRequest, StreamUpload
 from app.schemas.skills import SkillCreate, SkillUpload
 from app.services.cluster import Cluster, node_id_for
@@ -251,7 +257,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         usage,
     ):
         app.include_router(module.router)
-    document_schemas(app, StreamRequest, StreamUpload, SkillCreate, SkillUpload)
+    install_openapi(
+        app,
+        StreamRequest,
+        StreamUpload,
+        SkillCreate,
+        SkillUpload,
+        RemoteServerConfig,
+        StdioServerConfig,
+        BuiltinServerConfig,
+        OpenApiServerConfig,
+    )
     return app
 
 

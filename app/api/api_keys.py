@@ -8,12 +8,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Response, status
 
 from app.api.deps import CurrentScope, DbSession, Pagination, require_admin
+from app.api.routing import ServiceRoute
 from app.errors import error_responses
 from app.schemas.common import Page
 from app.schemas.tenants import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
 from app.services import api_keys as service
 
 router = APIRouter(
+    route_class=ServiceRoute,
     prefix="/api/tenants/{tenant_id}/api-keys",
     tags=["api-keys"],
     dependencies=[Depends(require_admin)],

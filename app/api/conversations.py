@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, Response, status
 
 from app.api.deps import CurrentScope, DbSession, HeaderUserId, Pagination, get_store
+from app.api.routing import ServiceRoute
 from app.errors import error_responses
 from app.schemas.common import Page, UserId, UtcDatetime
 from app.schemas.conversations import (
@@ -22,7 +23,11 @@ from app.services import workspace
 from app.services.execute.executor import CONVERSATION_DELETED, RunExecutor
 from app.services.execute.sync import cached_copy
 
-router = APIRouter(prefix="/api/tenants/{tenant_id}/conversations", tags=["conversations"])
+router = APIRouter(
+    route_class=ServiceRoute,
+    prefix="/api/tenants/{tenant_id}/conversations",
+    tags=["conversations"],
+)
 
 ConversationPath = Annotated[uuid.UUID, Path(description="The conversation's UUID")]
 _ONE = error_responses(401, 403, 404, 422)

@@ -72,6 +72,18 @@ async def _stamp_last_used(maker: async_sessionmaker[AsyncSession], key_id: uuid
         log.warning("last_used_stamp_failed", key_id=str(key_id), exc_info=True)
 
 
+def _presented_key(api_key: str | None, bearer: HTTPAuthorizationCredentials | None) -> str | None:
+    return api_key or (bearer.credentials if bearer else None)
+
+
+async def check_authenticated(request: Request) -> None:
+    """401 (or 403 for an inactive tenant) unless the request carries a valid key, in a
+    session of its own: for a request refused before its dependencies ran."""
+    presented = _presented_key(await _api_key_header(request), await _bearer(request))
+    async with get_sessionmaker(request)() as session:
+        await auth.authenticate(session, presented, get_settings(request).admin_key_values)
+
+
 async def get_principal(
     request: Request,
     session: DbSession,
@@ -79,7 +91,7 @@ async def get_principal(
     api_key: Annotated[str | None, Depends(_api_key_header)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> auth.Principal:
-    presented = api_key or (bearer.credentials if bearer else None)
+    presented = _presented_key(api_key, bearer)
     settings = get_settings(request)
     principal = await auth.authenticate(session, presented, settings.admin_key_values)
     if principal.stamp_last_used and principal.key_id is not None:

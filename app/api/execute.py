@@ -18,6 +18,7 @@ from starlette.datastructures import UploadFile
 from app.api.bodies import form_files, form_texts, media_type, parse_json, read_form
 from app.api.deps import CurrentPrincipal, CurrentScope, DbSession, HeaderUserId, get_settings
 from app.api.openapi import schema_ref
+from app.api.routing import ServiceRoute
 from app.api.workspace import MAX_UPLOAD_FILES, save_uploads
 from app.errors import UnprocessableError, error_responses
 from app.models.run import ACTIVE_RUN_STATUSES
@@ -35,7 +36,7 @@ from app.services.metrics import FOLLOWERS
 from app.services.scope import TenantScope
 from app.services.tenants import tenant_settings
 
-router = APIRouter(prefix="/api/tenants/{tenant_id}", tags=["execution"])
+router = APIRouter(route_class=ServiceRoute, prefix="/api/tenants/{tenant_id}", tags=["execution"])
 
 PING_SECONDS = 10.0
 COALESCE_SECONDS = 0.02
@@ -211,7 +212,10 @@ async def _stream_body(request: Request) -> AsyncIterator[StreamBody]:
             "required": True,
             "content": {
                 "application/json": {"schema": schema_ref(StreamRequest)},
-                "multipart/form-data": {"schema": schema_ref(StreamUpload)},
+                "multipart/form-data": {
+                    "schema": schema_ref(StreamUpload),
+                    "encoding": {"request": {"contentType": "application/json"}},
+                },
             },
         }
     },
@@ -299,17 +303,13 @@ async def get_run(
     return run_read(await service.get_run(session, scope, run_id))
 
 
+# An event seq, 0 to MAX_SEQ, in ASCII digits (or empty: none).
+LAST_EVENT_ID = f"^(?:[0-9]{{1,{len(str(MAX_SEQ)) - 1}}}|{MAX_SEQ})?$"
+
+
 def _resume_point(last_event_id: str | None, after: int | None) -> int:
     """Where a re-attaching client reads on from: the header wins over `?after=`."""
-    if last_event_id is None or not last_event_id.strip():
-        return after or 0
-    value = last_event_id.strip()
-    # ASCII digits only: str.isdigit() would take "²", which int() refuses.
-    if not (value.isascii() and value.isdigit()) or int(value) > MAX_SEQ:
-        raise UnprocessableError(
-            f"Last-Event-ID must be an event seq: a whole number from 0 to {MAX_SEQ}"
-        )
-    return int(value)
+    return int(last_event_id) if last_event_id else (after or 0)
 
 
 @router.get(
@@ -325,7 +325,14 @@ async def run_events(
     after: Annotated[
         int | None, Query(ge=0, le=MAX_SEQ, description="Replay events after this seq")
     ] = None,
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
+    last_event_id: Annotated[
+        str | None,
+        Header(
+            alias="Last-Event-ID",
+            pattern=LAST_EVENT_ID,
+            description=f"Replay events after this seq (0 to {MAX_SEQ}); wins over `after`",
+        ),
+    ] = None,
 ) -> StreamingResponse:
     """Re-attach to a run: every event after `Last-Event-ID` (or `?after=`), replayed, then
     the live run until `done`. On a finished run it replays and ends."""

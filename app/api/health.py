@@ -11,10 +11,11 @@ from pydantic import BaseModel, Field
 from sqlalchemy import text
 from sqlalchemy.exc import ProgrammingError, SQLAlchemyError
 
+from app.api.routing import ServiceRoute
 from app.errors import ServiceUnavailableError, error_responses
 from app.services import metrics as metrics_of
 
-router = APIRouter(tags=["health"])
+router = APIRouter(route_class=ServiceRoute, tags=["health"])
 
 
 class HealthRead(BaseModel):

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request, Response, status
 
 from app.api.deps import CurrentScope, DbSession, HeaderUserId, Pagination, retire_warm_sessions
+from app.api.routing import ServiceRoute, path_convertor
 from app.errors import UnprocessableError, error_responses
 from app.schemas.common import Page
 from app.schemas.integrations import (
@@ -24,9 +25,13 @@ from app.services.mcp.proxy import failure_reason
 from app.services.mcp.servers import BUILTINS
 from app.services.mcp.upstream import Upstream
 
-router = APIRouter(prefix="/api/tenants/{tenant_id}/mcp-servers", tags=["mcp"])
+router = APIRouter(
+    route_class=ServiceRoute, prefix="/api/tenants/{tenant_id}/mcp-servers", tags=["mcp"]
+)
 
 ServerPath = Annotated[uuid.UUID, Path(description="The server's id")]
+# A server id is any segment but `builtin` (the list of the service's own servers).
+path_convertor("server_id", "(?!builtin$)[^/]+")
 _ONE = error_responses(401, 403, 404, 422)
 
 
@@ -65,7 +70,7 @@ async def list_builtin(scope: CurrentScope) -> list[BuiltinServerRead]:
     ]
 
 
-@router.get("/{server_id}", response_model=McpServerRead, responses=_ONE)
+@router.get("/{server_id:server_id}", response_model=McpServerRead, responses=_ONE)
 async def get_server(
     scope: CurrentScope, session: DbSession, server_id: ServerPath
 ) -> McpServerRead:
@@ -73,7 +78,9 @@ async def get_server(
 
 
 @router.put(
-    "/{server_id}", response_model=McpServerRead, responses=error_responses(401, 403, 404, 409, 422)
+    "/{server_id:server_id}",
+    response_model=McpServerRead,
+    responses=error_responses(401, 403, 404, 409, 422),
 )
 async def replace_server(
     request: Request,
@@ -89,7 +96,10 @@ async def replace_server(
 
 
 @router.delete(
-    "/{server_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response, responses=_ONE
+    "/{server_id:server_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=_ONE,
 )
 async def delete_server(
     request: Request, scope: CurrentScope, session: DbSession, server_id: ServerPath
@@ -99,7 +109,7 @@ async def delete_server(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/{server_id}/test", response_model=list[McpToolRead], responses=_ONE)
+@router.post("/{server_id:server_id}/test", response_model=list[McpToolRead], responses=_ONE)
 async def test_server(
     request: Request,
     scope: CurrentScope,

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response, status
 
 from app.api.deps import AdminPrincipal, CurrentPrincipal, DbSession, Pagination
+from app.api.routing import ServiceRoute
 from app.errors import error_responses
 from app.schemas.common import Page
 from app.schemas.models import (
@@ -19,7 +20,7 @@ from app.schemas.models import (
 )
 from app.services import models as service
 
-router = APIRouter(prefix="/api/models", tags=["models"])
+router = APIRouter(route_class=ServiceRoute, prefix="/api/models", tags=["models"])
 
 ModelPath = Annotated[ModelId, Path(description="The catalog id, e.g. claude-sonnet-4-5")]
 

@@ -1,5 +1,16 @@
-"""The OpenAPI document: FastAPI's, plus the schemas of bodies that routes parse
-themselves (a body taken in more than one form), so `$ref`s to them resolve."""
+"""The OpenAPI document: FastAPI's, made to tell the whole truth.
+
+- The schemas of bodies that routes parse themselves (a body taken in more than one
+  form) are added, so `$ref`s to them resolve.
+- Every operation lists the errors any request can get, besides its own: 422 (every
+  operation refuses unknown query parameters), 401/403 where a key is needed, 404 where
+  the path names something, 413 where there is a body, 431 (headers too large), 500
+  and 503 (the database unreachable or this node's pool busy), all in the error envelope.
+- A parameter that may be None is documented by its type alone (it is left out).
+- A map whose keys must match a pattern says so with `propertyNames` (pydantic writes
+  `patternProperties`, which lets any other key through).
+- `JsonValue`/`JsonObject`: the free-form JSON the service stores (metadata, configs).
+"""
 
 from __future__ import annotations
 
@@ -9,25 +20,124 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from app.errors import ErrorEnvelope, status_description
+from app.schemas.common import COMPONENT_KEY
+from app.utils.zones import ZONES
+
 REF_TEMPLATE = "#/components/schemas/{model}"
+_METHODS = ("get", "put", "post", "delete", "patch", "options", "head")
+# What jsonb stores and what the service refuses (app.schemas.common._check_json).
+NO_NUL = "^[^\\u0000]*$"
+JSON_SCHEMAS: dict[str, dict[str, Any]] = {
+    "JsonValue": {
+        "description": "Any JSON value: no NUL characters in strings or keys, numbers within"
+        " 64-bit integer range, nested at most 16 levels.",
+        "anyOf": [
+            {"type": "string", "pattern": NO_NUL},
+            {"type": "number", "minimum": -(2**63), "exclusiveMaximum": 2**64},
+            {"type": "boolean"},
+            {"type": "null"},
+            {"type": "array", "items": {"$ref": REF_TEMPLATE.format(model="JsonValue")}},
+            {"$ref": REF_TEMPLATE.format(model="JsonObject")},
+        ],
+    },
+    "TimeZone": {
+        "type": "string",
+        "description": "An IANA time zone name",
+        "enum": sorted(ZONES),
+    },
+    "JsonObject": {
+        "type": "object",
+        "propertyNames": {"pattern": NO_NUL},
+        "additionalProperties": {"$ref": REF_TEMPLATE.format(model="JsonValue")},
+    },
+}
 
 
-def schema_ref(model: type[BaseModel]) -> dict[str, str]:
-    return {"$ref": REF_TEMPLATE.format(model=model.__name__)}
+def schema_ref(model: type[BaseModel] | str) -> dict[str, str]:
+    name = model if isinstance(model, str) else model.__name__
+    return {"$ref": REF_TEMPLATE.format(model=name)}
 
 
-def document_schemas(app: FastAPI, *models: type[BaseModel]) -> None:
+def _error(status: int) -> dict[str, Any]:
+    return {
+        "description": status_description(status),
+        "content": {"application/json": {"schema": schema_ref(ErrorEnvelope)}},
+    }
+
+
+def _common_errors(path: str, operation: dict[str, Any]) -> list[int]:
+    statuses = [422, 431, 500, 503]
+    if operation.get("security"):
+        statuses += [401, 403]
+    if "{" in path:
+        statuses.append(404)
+    if "requestBody" in operation:
+        statuses.append(413)
+    return statuses
+
+
+def _absent_is_none(schema: dict[str, Any]) -> None:
+    """A parameter that may be None is sent by leaving it out: there is no null in a
+    query string or a header (FastAPI documents `str | None` as string-or-null)."""
+    branches = schema.get("anyOf")
+    if not branches or {"type": "null"} not in branches:
+        return
+    kept = [b for b in branches if b != {"type": "null"}]
+    del schema["anyOf"]
+    if len(kept) == 1:
+        schema.update(kept[0])
+    else:
+        schema["anyOf"] = kept
+
+
+def _rewrite(node: Any) -> None:
+    """Keys only match a pattern: `propertyNames`; `x-component` markers: `$ref`s."""
+    if isinstance(node, dict):
+        component = node.pop(COMPONENT_KEY, None)
+        if component is not None:
+            node["$ref"] = REF_TEMPLATE.format(model=component)
+        patterns = node.get("patternProperties")
+        if isinstance(patterns, dict) and len(patterns) == 1 and "properties" not in node:
+            ((pattern, values),) = patterns.items()
+            del node["patternProperties"]
+            node["propertyNames"] = {"pattern": pattern}
+            node["additionalProperties"] = values
+        for value in node.values():
+            _rewrite(value)
+    elif isinstance(node, list):
+        for value in node:
+            _rewrite(value)
+
+
+def complete(document: dict[str, Any], *models: type[BaseModel]) -> dict[str, Any]:
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    every: list[type[BaseModel]] = [ErrorEnvelope, *models]
+    _, definitions = models_json_schema(
+        [(model, "validation") for model in every], ref_template=REF_TEMPLATE
+    )
+    for name, schema in {**definitions.get("$defs", {}), **JSON_SCHEMAS}.items():
+        schemas.setdefault(name, schema)
+    for path, item in document.get("paths", {}).items():
+        for method in _METHODS:
+            operation = item.get(method)
+            if operation is None:
+                continue
+            for parameter in operation.get("parameters", []):
+                _absent_is_none(parameter["schema"])
+            responses = operation.setdefault("responses", {})
+            for status in _common_errors(path, operation):
+                responses.setdefault(str(status), _error(status))
+    _rewrite(document)
+    return document
+
+
+def install_openapi(app: FastAPI, *models: type[BaseModel]) -> None:
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            document = generate()
-            _, definitions = models_json_schema(
-                [(model, "validation") for model in models], ref_template=REF_TEMPLATE
-            )
-            schemas = document.setdefault("components", {}).setdefault("schemas", {})
-            for name, schema in definitions.get("$defs", {}).items():
-                schemas.setdefault(name, schema)
-        return app.openapi_schema or generate()
+            app.openapi_schema = complete(generate(), *models)
+        return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

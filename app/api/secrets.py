@@ -7,12 +7,15 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request, Response, status
 
 from app.api.deps import CurrentScope, DbSession, Pagination
+from app.api.routing import ServiceRoute
 from app.errors import error_responses
 from app.schemas.common import PLACEHOLDER_NAME, Page
 from app.schemas.integrations import SecretRead, SecretWrite
 from app.services import secrets as service
 
-router = APIRouter(prefix="/api/tenants/{tenant_id}/secrets", tags=["secrets"])
+router = APIRouter(
+    route_class=ServiceRoute, prefix="/api/tenants/{tenant_id}/secrets", tags=["secrets"]
+)
 
 NamePath = Annotated[str, Path(pattern=PLACEHOLDER_NAME, description="The secret's name")]
 

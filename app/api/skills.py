@@ -27,6 +27,7 @@ from app.api.deps import (
     retire_warm_sessions,
 )
 from app.api.openapi import schema_ref
+from app.api.routing import ServiceRoute
 from app.errors import AppError, NotFoundError, UnprocessableError, error_responses
 from app.models import Skill, SkillVersion
 from app.schemas.common import Page
@@ -47,7 +48,7 @@ from app.services.scope import TenantScope
 from app.services.skill_files import SkillFolder, SkillLimits, check_folder, read_zip
 from app.services.workspace import mime_type_of, remove_stored
 
-router = APIRouter(prefix="/api/tenants/{tenant_id}", tags=["skills"])
+router = APIRouter(route_class=ServiceRoute, prefix="/api/tenants/{tenant_id}", tags=["skills"])
 
 SkillName = Annotated[str, Path(max_length=64, description="The skill's name")]
 ZIP_TYPES = ("application/zip", "application/x-zip-compressed")

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, Response, status
 
 from app.api.deps import AdminPrincipal, DbSession, Pagination, get_settings, get_store
+from app.api.routing import ServiceRoute
 from app.errors import error_responses
 from app.schemas.common import Page
 from app.schemas.tenants import TenantCreate, TenantId, TenantRead, TenantStatus, TenantUpdate
@@ -17,7 +18,7 @@ from app.services.execute.skillset import tenant_skillsets
 from app.services.execute.spec import tenant_workspaces
 from app.services.execute.sync import tenant_manifests
 
-router = APIRouter(prefix="/api/tenants", tags=["tenants"])
+router = APIRouter(route_class=ServiceRoute, prefix="/api/tenants", tags=["tenants"])
 
 TenantPath = Annotated[TenantId, Path(description="The tenant's slug")]
 

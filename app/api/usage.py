@@ -11,8 +11,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query, Response
 
 from app.api.deps import AdminPrincipal, CurrentScope, DbSession, HeaderUserId, Pagination
+from app.api.routing import ServiceRoute
 from app.errors import error_responses
 from app.schemas.common import Page, UtcDatetime
+from app.schemas.tenants import TimeZoneName
 from app.schemas.usage import (
     BudgetLine,
     BudgetRead,
@@ -26,10 +28,10 @@ from app.schemas.usage import (
 from app.services import reports as service
 from app.services.budgets import budget_states
 
-router = APIRouter(tags=["usage"])
+router = APIRouter(route_class=ServiceRoute, tags=["usage"])
 _ONE = error_responses(401, 403, 404, 422)
 TimeZone = Annotated[
-    str, Query(max_length=64, description="An IANA time zone the periods are counted in")
+    TimeZoneName, Query(description="An IANA time zone the periods are counted in")
 ]
 _CSV_FIELDS = list(UsageRecordRead.model_fields)
 
@@ -95,8 +97,9 @@ async def _summary(
 GroupBy = Annotated[
     str,
     Query(
-        max_length=100,
-        description="Comma-separated: model, user, api_key (tenant: admins), and hour|day|week|month",
+        pattern=service.GROUP_BY,
+        description="Comma-separated: model, user, api_key, tenant, and one of hour, day, "
+        "week, month",
     ),
 ]
 

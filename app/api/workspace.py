@@ -25,23 +25,40 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.deps import CurrentScope, DbSession, HeaderUserId, Pagination, get_store
+from app.api.routing import ServiceRoute, path_convertor
 from app.errors import AppError, UnprocessableError, error_responses
 from app.models import WorkspaceFile
-from app.schemas.common import Page
+from app.schemas.common import Page, PathText
 from app.schemas.workspace import WorkspaceFileRead, WorkspaceFileVersionRead
 from app.services import workspace as service
 from app.services.conversations import get_conversation
 from app.services.scope import TenantScope
-from app.utils.paths import BadPathError, workspace_path
+from app.utils.paths import (
+    MAX_PATH_CHARS,
+    PATH_PATTERN,
+    PATH_RULES,
+    BadPathError,
+    workspace_path,
+)
 
 router = APIRouter(
-    prefix="/api/tenants/{tenant_id}/conversations/{conversation_id}/files", tags=["workspace"]
+    route_class=ServiceRoute,
+    prefix="/api/tenants/{tenant_id}/conversations/{conversation_id}/files",
+    tags=["workspace"],
 )
 
 ConversationPath = Annotated[uuid.UUID, Path(description="The conversation's UUID")]
 FilePath = Annotated[
-    str, Path(description="The file's path in the workspace, e.g. `reports/q3.md`")
+    str,
+    Path(
+        description=PATH_RULES,
+        json_schema_extra={"pattern": PATH_PATTERN, "maxLength": MAX_PATH_CHARS},
+    ),
 ]
+# The paths of the files themselves (read, write, delete) leave out those that name the
+# routes beside them: `presented` (the list of presented files) and `…/versions` (a
+# file's history); such a file, which only the agent can make, shows in the listings.
+path_convertor("file", "(?!presented$)(?!.*/versions$).+")
 _ONE = error_responses(401, 403, 404, 422)
 
 
@@ -106,9 +123,9 @@ async def upload_files(
     session: DbSession,
     user_id: HeaderUserId,
     conversation_id: ConversationPath,
-    files: Annotated[list[UploadFile], File(description="The files")],
+    files: Annotated[list[UploadFile], File(description="The files", min_length=1)],
     paths: Annotated[
-        list[str] | None,
+        list[PathText] | None,
         Form(description="A path for each file, in order; else each file's own name"),
     ] = None,
 ) -> list[WorkspaceFileRead]:
@@ -183,7 +200,7 @@ async def list_versions(
 
 
 @router.put(
-    "/{path:path}",
+    "/{path:file}",
     response_model=WorkspaceFileRead,
     responses={**_ONE, **error_responses(413)},
     openapi_extra={
@@ -222,7 +239,7 @@ async def upload_file(
 
 
 @router.get(
-    "/{path:path}",
+    "/{path:file}",
     response_class=StreamingResponse,
     responses={
         200: {"content": {"application/octet-stream": {}}},
@@ -281,7 +298,7 @@ def _range(header: str, size: int) -> tuple[int, int]:
 
 
 @router.delete(
-    "/{path:path}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response, responses=_ONE
+    "/{path:file}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response, responses=_ONE
 )
 async def delete_file(
     scope: CurrentScope,

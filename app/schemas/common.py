@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
 from pydantic import (
@@ -14,9 +15,16 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
     StringConstraints,
+    WithJsonSchema,
     model_validator,
 )
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import core_schema
+
+from app.utils.paths import MAX_PATH_CHARS, PATH_PATTERN
 
 T = TypeVar("T")
 
@@ -41,9 +49,44 @@ def _no_nul(value: str) -> str:
     return value
 
 
-# After any StringConstraints (`Annotated[str, StringConstraints(...), NoNul]`): placed
-# before them, it would hide their lengths and patterns from the OpenAPI document.
-NoNul = AfterValidator(_no_nul)
+NO_NUL = r"^[^\x00]*$"
+
+
+class _NoNul:
+    """Refuses NUL (and text that is not valid Unicode); the document says so with a
+    pattern where the string has none of its own (a pattern of its own excludes NUL).
+    After any StringConstraints (`Annotated[str, StringConstraints(...), NoNul]`)."""
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(_no_nul, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        json_schema = handler(schema)
+        if json_schema.get("type") == "string":
+            json_schema.setdefault("pattern", NO_NUL)
+        return json_schema
+
+
+NoNul = _NoNul()
+
+
+class DocPattern:
+    """The document shows this pattern for the string (a rule the service checks in code,
+    e.g. a workspace path's); after NoNul in `Annotated[...]`."""
+
+    def __init__(self, pattern: str, max_length: int) -> None:
+        self.pattern, self.max_length = pattern, max_length
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {**handler(schema), "pattern": self.pattern, "maxLength": self.max_length}
+
+
 SafeStr = Annotated[str, NoNul]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), NoNul]
 UserId = Annotated[str, StringConstraints(min_length=1, max_length=255), NoNul]
@@ -54,10 +97,10 @@ def _check_json(value: Any, max_depth: int, depth: int = 0) -> None:
         raise ValueError(f"must not nest deeper than {max_depth} levels")
     if isinstance(value, str):
         _no_nul(value)
-    elif isinstance(value, int) and not isinstance(value, bool):
-        # What jsonb stores and orjson writes: 64-bit integers.
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        # What jsonb stores and orjson writes: 64-bit integers (floats in the same range).
         if not -(2**63) <= value < 2**64:
-            raise ValueError("must hold whole numbers within 64 bits")
+            raise ValueError("must hold numbers within the range of 64-bit integers")
     elif isinstance(value, dict):
         for key, item in value.items():
             _no_nul(key)
@@ -87,10 +130,19 @@ def _storable_document(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-JsonObject = Annotated[dict[str, Any], AfterValidator(_valid_json_object)]
+def documented_as(component: str) -> WithJsonSchema:
+    """Documented as `component`, a schema app.api.openapi adds to the document (pydantic
+    cannot `$ref` a schema it did not make itself)."""
+    return WithJsonSchema({COMPONENT_KEY: component})
+
+
+COMPONENT_KEY = "x-component"
+# No NUL, numbers in 64-bit range: see app.api.openapi.
+_JSON_OBJECT_DOC = documented_as("JsonObject")
+JsonObject = Annotated[dict[str, Any], AfterValidator(_valid_json_object), _JSON_OBJECT_DOC]
 # A larger JSON object that PostgreSQL must be able to store (an OpenAPI document in a
 # server's config): bounded by the request's size, nested up to 64 levels.
-JsonDocument = Annotated[dict[str, Any], AfterValidator(_storable_document)]
+JsonDocument = Annotated[dict[str, Any], AfterValidator(_storable_document), _JSON_OBJECT_DOC]
 
 
 def _to_utc(value: datetime) -> datetime:
@@ -114,6 +166,42 @@ def _rfc3339(value: object) -> object:
 
 
 UtcDatetime = Annotated[AwareDatetime, BeforeValidator(_rfc3339), AfterValidator(_to_utc)]
+
+
+# A workspace path as the API takes it (checked by app.utils.paths.workspace_path).
+PathText = Annotated[str, DocPattern(PATH_PATTERN, MAX_PATH_CHARS)]
+
+
+class DecimalText:
+    """`Annotated[Decimal, DecimalText(...)]`: an amount of money as a decimal string
+    ("12.50"): plain digits, at most `places` decimals, from 0 to `maximum`.
+    Never a JSON number, which cannot carry an exact amount; the pattern the document
+    shows is the one checked."""
+
+    def __init__(self, *, places: int, maximum: int) -> None:
+        whole = len(str(maximum)) - 1
+        self.pattern = (
+            f"^(?:[0-9]{{1,{whole}}}(?:\\.[0-9]{{1,{places}}})?|{maximum}(?:\\.0{{1,{places}}})?)$"
+        )
+        self.rule = f"a decimal string from 0 to {maximum} with at most {places} decimals"
+        self._matches = re.compile(self.pattern).match
+
+    def _check(self, value: object) -> object:
+        if isinstance(value, Decimal):  # the service's own values (defaults, stored rows)
+            return value
+        if not isinstance(value, str) or not self._matches(value):
+            raise ValueError(f'must be {self.rule}, e.g. "12.5"')
+        return value
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_before_validator_function(self._check, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {"type": "string", "pattern": self.pattern, "description": f"As {self.rule}"}
 
 
 class Schema(BaseModel):

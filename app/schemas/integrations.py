@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, StringConstraints
+from pydantic import AfterValidator, ConfigDict, Field, StringConstraints
 
 from app.schemas.common import (
     MCP_NAME,
@@ -32,18 +32,20 @@ class SecretRead(ReadSchema):
     updated_at: datetime
 
 
+# An http(s) URL (with no NUL in it, which the service refuses in any string).
+HTTP_URL = r"^https?://[^\x00]*$"
 McpName = Annotated[str, StringConstraints(pattern=MCP_NAME)]
 McpType = Literal["http", "sse", "stdio", "builtin", "openapi"]
 McpStatus = Literal["active", "disabled"]
 ToolPattern = Annotated[str, StringConstraints(min_length=1, max_length=128), NoNul]
 HeaderName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")]
-HeaderValue = Annotated[str, StringConstraints(max_length=8192, pattern=r"^[^\r\n]*$"), NoNul]
+HeaderValue = Annotated[str, StringConstraints(max_length=8192, pattern=r"^[^\r\n\x00]*$"), NoNul]
 
 
 class RemoteServerConfig(Schema):
     """`http` (streamable HTTP) and `sse`: where the server is and what to send it."""
 
-    url: Annotated[str, StringConstraints(max_length=2048, pattern=r"^https?://"), NoNul]
+    url: Annotated[str, StringConstraints(max_length=2048, pattern=HTTP_URL), NoNul]
     headers: dict[HeaderName, HeaderValue] = Field(default_factory=dict, max_length=50)
 
 
@@ -67,10 +69,10 @@ class OpenApiServerConfig(Schema):
     spec: dict[str, Any] | Annotated[str, StringConstraints(max_length=5 * 1024 * 1024)] | None = (
         Field(default=None, description="The document: a JSON object, or JSON or YAML text")
     )
-    spec_url: (
-        Annotated[str, StringConstraints(max_length=2048, pattern=r"^https?://"), NoNul] | None
-    ) = Field(default=None, description="Where to fetch the document (through the guard)")
-    base_url: Annotated[str, StringConstraints(max_length=2048, pattern=r"^https?://"), NoNul]
+    spec_url: Annotated[str, StringConstraints(max_length=2048, pattern=HTTP_URL), NoNul] | None = (
+        Field(default=None, description="Where to fetch the document (through the guard)")
+    )
+    base_url: Annotated[str, StringConstraints(max_length=2048, pattern=HTTP_URL), NoNul]
     headers: dict[HeaderName, HeaderValue] = Field(default_factory=dict, max_length=50)
     query: dict[Annotated[str, StringConstraints(max_length=100)], HeaderValue] = Field(
         default_factory=dict, max_length=20, description="e.g. an API key sent in the query"
@@ -116,7 +118,28 @@ class BuiltinServerConfig(Schema):
     name: Literal["workspace", "web"]
 
 
+def _config_by_type(schema: dict[str, Any]) -> None:
+    """The document says which config each type takes (the service checks it so)."""
+    by_type = {
+        ("http", "sse"): RemoteServerConfig,
+        ("stdio",): StdioServerConfig,
+        ("builtin",): BuiltinServerConfig,
+        ("openapi",): OpenApiServerConfig,
+    }
+    schema["oneOf"] = [
+        {
+            "properties": {
+                "type": {"enum": list(types)},
+                "config": {"$ref": f"#/components/schemas/{model.__name__}"},
+            }
+        }
+        for types, model in by_type.items()
+    ]
+
+
 class McpServerWrite(Schema):
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_config_by_type)
+
     name: McpName = Field(description="Its tools are `mcp__{name}__{tool}`")
     type: McpType
     config: JsonDocument = Field(

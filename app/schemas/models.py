@@ -8,15 +8,13 @@ from typing import Annotated, Literal
 
 from pydantic import Field, PlainSerializer, StringConstraints
 
-from app.schemas.common import Name, NoNul, PatchSchema, ReadSchema, Schema
+from app.schemas.common import DecimalText, Name, NoNul, PatchSchema, ReadSchema, Schema
 
 ModelId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,99}$"), NoNul]
 ProviderModelId = Annotated[str, StringConstraints(min_length=1, max_length=200), NoNul]
 ModelStatus = Literal["active", "deprecated"]
 # USD per million tokens, sent and returned as a decimal string.
-Price = Annotated[
-    Decimal, Field(ge=0, le=1_000_000, max_digits=18, decimal_places=6, allow_inf_nan=False)
-]
+Price = Annotated[Decimal, DecimalText(places=6, maximum=1_000_000)]
 # Prices go out with all six decimal places, whatever form they came in.
 PriceOut = Annotated[
     Decimal,

@@ -12,8 +12,10 @@ from pydantic import Field, PlainSerializer, StringConstraints, computed_field
 from app.schemas.common import (
     MCP_NAME,
     PLACEHOLDER_NAME,
+    DecimalText,
     Name,
     NoNul,
+    PathText,
     ReadSchema,
     Schema,
     UserId,
@@ -39,12 +41,7 @@ class StreamRequest(Schema):
     preferred_skills: list[
         Annotated[str, StringConstraints(min_length=1, max_length=200), NoNul]
     ] = Field(default_factory=list, max_length=50)
-    max_cost_usd: (
-        Annotated[
-            Decimal, Field(gt=0, le=1_000_000, max_digits=13, decimal_places=6, allow_inf_nan=False)
-        ]
-        | None
-    ) = Field(
+    max_cost_usd: Annotated[Decimal, DecimalText(places=6, maximum=1_000_000)] | None = Field(
         default=None,
         description="This run stops (error `budget_exceeded`) once it has cost this much",
     )
@@ -68,12 +65,11 @@ class StreamUpload(Schema):
     workspace (as `user_upload` versions) before the run starts: all of them, and the run,
     or nothing."""
 
-    request: str = Field(
-        description="The stream request (StreamRequest) as JSON",
-        json_schema_extra={"contentMediaType": "application/json"},
+    request: StreamRequest = Field(
+        description="The stream request, as a part of type application/json"
     )
     files: list[bytes] = Field(default_factory=list, description="Files for the workspace")
-    paths: list[str] = Field(
+    paths: list[PathText] = Field(
         default_factory=list,
         description="A path for each file, in order; else each file's own name",
     )

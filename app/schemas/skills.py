@@ -7,14 +7,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints
 
-from app.schemas.common import Name, NoNul, ReadSchema, Schema
+from app.schemas.common import Name, NoNul, PathText, ReadSchema, Schema
 
 SkillStatus = Literal["active", "disabled"]
 Command = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$")
 ]
 CommandDescription = Annotated[str, StringConstraints(min_length=1, max_length=1024), NoNul]
-FilePath = Annotated[str, StringConstraints(min_length=1, max_length=1024), NoNul]
+FilePath = Annotated[PathText, StringConstraints(min_length=1, max_length=1024), NoNul]
 
 
 class SkillMetaIn(Schema):
@@ -35,8 +35,11 @@ class SkillMetaIn(Schema):
     status: SkillStatus | None = None
 
 
+BASE64 = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+
+
 class Base64File(Schema):
-    base64: Annotated[str, StringConstraints(max_length=16 * 1024 * 1024)]
+    base64: Annotated[str, StringConstraints(max_length=16 * 1024 * 1024, pattern=BASE64)]
 
 
 class SkillCreate(SkillMetaIn):
@@ -55,7 +58,7 @@ class SkillUpload(Schema):
     file names), or one `archive` holding the zip of the folder; and the metadata."""
 
     files: list[bytes] = Field(default_factory=list)
-    paths: list[str] = Field(default_factory=list)
+    paths: list[PathText] = Field(default_factory=list)
     archive: bytes | None = Field(default=None, description="The zip of the skill folder")
     title: str | None = None
     slash_command: str | None = None

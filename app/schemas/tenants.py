@@ -9,7 +9,16 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, StringConstraints
 
-from app.schemas.common import Name, NoNul, PatchSchema, ReadSchema, Schema, UserId
+from app.schemas.common import (
+    DecimalText,
+    Name,
+    NoNul,
+    PatchSchema,
+    ReadSchema,
+    Schema,
+    UserId,
+    documented_as,
+)
 from app.schemas.models import ModelId
 from app.utils.zones import zone_named
 
@@ -25,9 +34,7 @@ AgentTool = Literal[
 AgentTools = Annotated[list[AgentTool], Field(max_length=10)]
 StorageQuota = Annotated[int, Field(ge=0, le=2**50)]
 DEFAULT_STORAGE_QUOTA = 1024**3
-Budget = Annotated[
-    Decimal, Field(ge=0, le=1_000_000_000, max_digits=18, decimal_places=2, allow_inf_nan=False)
-]
+Budget = Annotated[Decimal, DecimalText(places=2, maximum=1_000_000_000)]
 
 
 def _iana(name: str) -> str:
@@ -36,7 +43,13 @@ def _iana(name: str) -> str:
     return name
 
 
-TimeZoneName = Annotated[str, Field(max_length=64), AfterValidator(_iana)]
+# Documented as the `TimeZone` enum app.api.openapi adds: every name ZONES holds.
+TimeZoneName = Annotated[
+    str,
+    Field(max_length=64),
+    AfterValidator(_iana),
+    documented_as("TimeZone"),
+]
 
 
 class TenantSettings(Schema):

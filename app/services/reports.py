@@ -4,6 +4,7 @@ over NUMERIC, so a total equals the sum of its rows exactly."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -161,18 +162,23 @@ async def list_records(
     return await paginate(session, query, limit=limit, offset=offset)
 
 
+_DIMENSION = f"(?:{'|'.join(DIMENSIONS)})"
+_PERIOD = f"(?:{'|'.join(PERIODS)})"
+# Names joined by commas, at most one of them a period (a dimension named twice counts once).
+GROUP_BY = f"^(?:(?:{_DIMENSION},)*{_PERIOD}(?:,{_DIMENSION})*|{_DIMENSION}(?:,{_DIMENSION})*)$"
+_GROUP_BY = re.compile(GROUP_BY)
+
+
 def parse_group_by(raw: str) -> tuple[list[str], str | None]:
-    """`model,user,day` → (dimensions, period): known names, at most one period."""
-    parts = [p.strip() for p in raw.split(",") if p.strip()]
-    unknown = [p for p in parts if p not in DIMENSIONS and p not in PERIODS]
-    if unknown or len(parts) != len(set(parts)):
+    """`model,user,day` → (dimensions, period)."""
+    if not _GROUP_BY.match(raw):
         raise UnprocessableError(
-            f"group_by takes {', '.join(DIMENSIONS)} and one of {', '.join(PERIODS)}, each once"
+            f"group_by takes {', '.join(DIMENSIONS)} and at most one of {', '.join(PERIODS)}, "
+            "joined by commas"
         )
+    parts = raw.split(",")
     periods = [p for p in parts if p in PERIODS]
-    if len(periods) > 1:
-        raise UnprocessableError("group_by takes at most one period")
-    return [p for p in parts if p in DIMENSIONS], periods[0] if periods else None
+    return list(dict.fromkeys(p for p in parts if p in DIMENSIONS)), periods[0] if periods else None
 
 
 # Each dimension's column name (the same in the records and the rollup) and field.

@@ -3,12 +3,65 @@
 from __future__ import annotations
 
 import posixpath
+import re
 import unicodedata
 
 MAX_PATH_CHARS = 1024
 MAX_NAME_BYTES = 255
 # The agent's own state in its workspace (the CLI's folder): never a user's file.
 RESERVED_NAMES = frozenset({".claude"})
+
+
+def _refused_characters() -> str:
+    """A regex class of what no path holds: control, format and surrogate code points
+    of the Basic Multilingual Plane (newlines, bidi overrides, zero-width characters), and
+    the backslash. As `\\uXXXX` ranges, which Python and ECMA-262 (JSON Schema) read alike."""
+    refused = [
+        cp
+        for cp in range(0x10000)
+        if unicodedata.category(chr(cp)) in ("Cc", "Cf", "Cs") or chr(cp) == "\\"
+    ]
+    spans: list[tuple[int, int]] = []
+    for cp in refused:
+        if spans and spans[-1][1] == cp - 1:
+            spans[-1] = (spans[-1][0], cp)
+        else:
+            spans.append((cp, cp))
+    return "".join(f"\\u{a:04x}" if a == b else f"\\u{a:04x}-\\u{b:04x}" for a, b in spans)
+
+
+_REFUSED = _refused_characters()
+_HAS_REFUSED = re.compile(f"[{_REFUSED}]")
+# The shape workspace_path takes, as a regular expression without lookarounds (which
+# JSON Schema tools generate from): parts that are not `.` or `..`, with none of the
+# refused characters, of at most 255 bytes: up to 255 ASCII characters, or up to 63 of
+# any (4 bytes at most each); this leaves out some longer non-ASCII names the service
+# takes. (The document adds maxLength 1,024; `.claude` is said in words.)
+_ANY, _ANY_BUT_DOT = f"[^/{_REFUSED}]", f"[^./{_REFUSED}]"
+_ASCII = "[\\u0020-\\u002e\\u0030-\\u005b\\u005d-\\u007e]"
+_ASCII_BUT_DOT = "[\\u0020-\\u002d\\u0030-\\u005b\\u005d-\\u007e]"
+
+
+def _part(char: str, char_but_dot: str, longest: int) -> str:
+    """Up to `longest` characters, not `.` nor `..`: a first character that is not a dot,
+    or a dot and one that is not, or two dots and at least one more character."""
+    return (
+        f"(?:{char_but_dot}{char}{{0,{longest - 1}}}"
+        f"|\\.{char_but_dot}{char}{{0,{longest - 2}}}"
+        f"|\\.\\.{char}{{1,{longest - 2}}})"
+    )
+
+
+_PART = (
+    f"(?:{_part(_ASCII, _ASCII_BUT_DOT, MAX_NAME_BYTES)}"
+    f"|{_part(_ANY, _ANY_BUT_DOT, MAX_NAME_BYTES // 4)})"
+)
+PATH_PATTERN = f"^{_PART}(?:/{_PART})*$"
+PATH_RULES = (
+    "A relative path (`reports/q3.md`): 1 to 1,024 characters, parts of at most 255 bytes "
+    "that are not `.` or `..`, no backslash and no control or format characters; not in "
+    "`.claude/`"
+)
 
 
 class BadPathError(ValueError):
@@ -21,10 +74,10 @@ def workspace_path(raw: str) -> str:
     at most 1,024 characters and 255 bytes a name."""
     if not raw or len(raw) > MAX_PATH_CHARS:
         raise BadPathError(f"a path has 1 to {MAX_PATH_CHARS} characters")
-    if any(unicodedata.category(c) in ("Cc", "Cf", "Cs") for c in raw):
-        raise BadPathError("a path has no control characters")
     if "\\" in raw:
         raise BadPathError("a path uses / between its parts, never \\")
+    if _HAS_REFUSED.search(raw):
+        raise BadPathError("a path has no control or format characters")
     if raw.startswith("/"):
         raise BadPathError("a path is relative to the workspace")
     parts = raw.split("/")

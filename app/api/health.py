@@ -13,12 +13,15 @@ from sqlalchemy.exc import ProgrammingError, SQLAlchemyError
 
 from app.api.routing import ServiceRoute
 from app.errors import ServiceUnavailableError, error_responses
+from app.schemas.common import ANSWERS_IN_FULL
 from app.services import metrics as metrics_of
 
 router = APIRouter(route_class=ServiceRoute, tags=["health"])
 
 
 class HealthRead(BaseModel):
+    model_config = ANSWERS_IN_FULL
+
     status: Literal["ok"]
     database: Literal["ok"] | None = None
     schema_revision: str | None = None

@@ -54,7 +54,7 @@ Filter = Annotated[service.UsageFilter, Depends(_filter)]
 @router.get(
     "/api/tenants/{tenant_id}/usage",
     response_model=Page[UsageRecordRead],
-    responses={200: {"content": {"text/csv": {}}}, **_ONE},
+    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}, **_ONE},
 )
 async def list_usage(
     scope: CurrentScope,

@@ -3,6 +3,7 @@ ranges), history, delete."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Sequence
 from typing import Annotated
@@ -206,7 +207,9 @@ async def list_versions(
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/octet-stream": {"schema": {"type": "string"}}},
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
         }
     },
 )
@@ -242,7 +245,11 @@ async def upload_file(
     "/{path:file}",
     response_class=StreamingResponse,
     responses={
-        200: {"content": {"application/octet-stream": {}}},
+        200: {
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            }
+        },
         206: {"description": "The part of the file the Range header asked for"},
         **_ONE,
         **error_responses(416),
@@ -268,8 +275,9 @@ async def download_file(
         "Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}",
     }
     start, end, code = 0, row.size, status.HTTP_200_OK
-    if range_header:
-        start, end = _range(range_header, row.size)
+    span = _range(range_header, row.size) if range_header else None
+    if span is not None:
+        start, end = span
         code = status.HTTP_206_PARTIAL_CONTENT
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{row.size}"
     headers["Content-Length"] = str(end - start)
@@ -278,20 +286,22 @@ async def download_file(
     return StreamingResponse(body, status_code=code, media_type=file.mime_type, headers=headers)
 
 
-def _range(header: str, size: int) -> tuple[int, int]:
-    """[start, end) of a single `bytes=` range; 416 if it cannot be served."""
-    unit, _, spec = header.partition("=")
-    first, dash, last = spec.strip().partition("-")
-    try:
-        if unit.strip() != "bytes" or not dash or "," in spec:
-            raise ValueError
-        if first == "":
-            start, end = max(0, size - int(last)), size
-        else:
-            start = int(first)
-            end = min(size, int(last) + 1) if last else size
-    except ValueError as exc:
-        raise RangeNotSatisfiableError(f"Range {header!r} cannot be served") from exc
+_BYTE_RANGE = re.compile(r"^bytes=(?:(\d+)-(\d*)|-(\d+))$")
+
+
+def _range(header: str, size: int) -> tuple[int, int] | None:
+    """[start, end) of a single `bytes=` range; None for a Range header that is not one
+    (ignored, as RFC 9110 §14.2 has it: the whole file is sent); 416 if it cannot be
+    served."""
+    found = _BYTE_RANGE.match(header.strip())
+    if found is None:
+        return None
+    first, last, suffix = found.groups()
+    if suffix is not None:
+        start, end = max(0, size - int(suffix)), size
+    else:
+        start = int(first)
+        end = min(size, int(last) + 1) if last else size
     if start >= end or start >= size:
         raise RangeNotSatisfiableError(f"Range {header!r} is outside the file ({size} bytes)")
     return start, end

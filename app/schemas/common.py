@@ -204,12 +204,17 @@ class DecimalText:
         return {"type": "string", "pattern": self.pattern, "description": f"As {self.rule}"}
 
 
+# Every field of an answer is always sent, defaults too: the document says they are
+# required there (pydantic leaves out of `required` what has a default).
+ANSWERS_IN_FULL = ConfigDict(json_schema_serialization_defaults_required=True)
+
+
 class Schema(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", **ANSWERS_IN_FULL)
 
 
 class ReadSchema(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(from_attributes=True, **ANSWERS_IN_FULL)
 
 
 def _only_nullable_fields_take_null(schema: dict[str, Any], model: type[BaseModel]) -> None:
@@ -230,7 +235,9 @@ def _only_nullable_fields_take_null(schema: dict[str, Any], model: type[BaseMode
 class PatchSchema(Schema):
     """An update: only the fields sent change; `null` only where a field may be empty."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra=_only_nullable_fields_take_null)
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra=_only_nullable_fields_take_null, **ANSWERS_IN_FULL
+    )
     nullable_fields: ClassVar[frozenset[str]] = frozenset()
 
     @model_validator(mode="after")
@@ -245,6 +252,8 @@ class PatchSchema(Schema):
 
 
 class Page(BaseModel, Generic[T]):
+    model_config = ANSWERS_IN_FULL
+
     items: list[T]
     total: int
 

@@ -12,14 +12,15 @@ MAX_NAME_BYTES = 255
 RESERVED_NAMES = frozenset({".claude"})
 
 
-def _refused_characters() -> str:
-    """A regex class of what no path holds: control, format and surrogate code points
-    of the Basic Multilingual Plane (newlines, bidi overrides, zero-width characters), and
-    the backslash. As `\\uXXXX` ranges, which Python and ECMA-262 (JSON Schema) read alike."""
+def _refused_characters(*, surrogates: bool) -> str:
+    """A regex class of what no path holds: control, format (and surrogate) code points of
+    the Basic Multilingual Plane (newlines, bidi overrides, zero-width characters), and the
+    backslash. As `\\uXXXX` ranges, which Python and ECMA-262 (JSON Schema) read alike."""
+    categories = ("Cc", "Cf", "Cs") if surrogates else ("Cc", "Cf")
     refused = [
         cp
         for cp in range(0x10000)
-        if unicodedata.category(chr(cp)) in ("Cc", "Cf", "Cs") or chr(cp) == "\\"
+        if unicodedata.category(chr(cp)) in categories or chr(cp) == "\\"
     ]
     spans: list[tuple[int, int]] = []
     for cp in refused:
@@ -30,8 +31,12 @@ def _refused_characters() -> str:
     return "".join(f"\\u{a:04x}" if a == b else f"\\u{a:04x}-\\u{b:04x}" for a, b in spans)
 
 
-_REFUSED = _refused_characters()
-_HAS_REFUSED = re.compile(f"[{_REFUSED}]")
+_HAS_REFUSED = re.compile(f"[{_refused_characters(surrogates=True)}]")
+# The document's class leaves surrogates out: they are not characters (regex engines such
+# as Rust's refuse them in a class), and no UTF-8 text holds them.
+_REFUSED = _refused_characters(surrogates=False)
+
+
 # The shape workspace_path takes, as a regular expression without lookarounds (which
 # JSON Schema tools generate from): parts that are not `.` or `..`, with none of the
 # refused characters, of at most 255 bytes: up to 255 ASCII characters, or up to 63 of

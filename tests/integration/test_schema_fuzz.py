@@ -53,7 +53,7 @@ _NO_COVERAGE = [
     ("PUT", "/api/tenants/{tenant_id}/skills/{name}"),
 ]
 # The admin pass: what a tenant key cannot reach (the tenant pass covered the rest).
-_ADMIN_ONLY = "^/api/(models|tenants|usage)"
+_ADMIN_ONLY = r"^/api/(models.*|usage/summary|tenants(/\{tenant_id\}(/api-keys.*)?)?)$"
 
 
 def _config(parameters: str = "") -> str:

@@ -174,10 +174,12 @@ async def test_groupings_csv_cost_report_and_tool_logs(
     [
         {"group_by": "day,week"},
         {"group_by": "colour"},
-        {"group_by": "model,model"},
+        {"group_by": "model,,day"},
+        {"group_by": " model"},
         {"tz": "Mars/Olympus"},
         {"tz": "+09:00"},
         {"from": "2026-03-01T00:00:00"},  # naive: no offset
+        {"limt": "5"},  # not a parameter of this operation
     ],
 )
 async def test_bad_report_parameters_are_422(

@@ -25,25 +25,43 @@ from tests.integration.live_server import serve
 MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "40"))
 
 # Rules that hold between values, or on data, which no schema can state: schema-valid
-# requests these operations may refuse with a 422 (each listed with why). Every other
-# operation must take every schema-valid request (`positive_data_acceptance`).
+# requests these operations may refuse (422, or 416 for a range beyond the file), each
+# listed with why. Every other operation must take every schema-valid request.
 _DATA_RULES = {
-    ("POST", "/api/tenants"): "default_model_id must be in the models catalog",
-    ("PUT", "/api/tenants/{tenant_id}"): "default_model_id must be in the models catalog",
-    ("POST", "/api/tenants/{tenant_id}/conversations"): "user_id must match X-User-ID;"
-    " model_id must be in the catalog",
-    ("PATCH", "/api/tenants/{tenant_id}/conversations/{conversation_id}"): "model_id must be"
-    " in the catalog",
-    ("POST", "/api/tenants/{tenant_id}/conversations/{conversation_id}/files"): "one path per file",
-    ("POST", "/api/tenants/{tenant_id}/conversations/{conversation_id}/stream"): "one path"
-    " per file; the MCP servers named must exist",
-    ("POST", "/api/tenants/{tenant_id}/mcp-servers"): "the operator's STDIO commands,"
-    " placeholders that name secrets or tokens, a valid OpenAPI document",
-    ("PUT", "/api/tenants/{tenant_id}/mcp-servers/{server_id}"): "as when creating one",
-    ("POST", "/api/tenants/{tenant_id}/mcp-servers/{server_id}/test"): "the server must"
-    " answer (MCP_CONNECT_FAILED)",
-    ("POST", "/api/tenants/{tenant_id}/skills"): "a SKILL.md with its frontmatter",
-    ("PUT", "/api/tenants/{tenant_id}/skills/{name}"): "a SKILL.md with its frontmatter",
+    ("POST", "/api/tenants"): (422, "default_model_id must be in the models catalog"),
+    ("PUT", "/api/tenants/{tenant_id}"): (422, "default_model_id must be in the catalog"),
+    ("POST", "/api/tenants/{tenant_id}/conversations"): (
+        422,
+        "user_id must match X-User-ID; model_id must be in the catalog; no NUL deep in metadata",
+    ),
+    ("PATCH", "/api/tenants/{tenant_id}/conversations/{conversation_id}"): (
+        422,
+        "model_id must be in the catalog; no NUL deep in metadata",
+    ),
+    ("POST", "/api/tenants/{tenant_id}/conversations/{conversation_id}/files"): (
+        422,
+        "one path per file",
+    ),
+    ("GET", "/api/tenants/{tenant_id}/conversations/{conversation_id}/files/{path}"): (
+        416,
+        "a Range within the file",
+    ),
+    ("POST", "/api/tenants/{tenant_id}/conversations/{conversation_id}/stream"): (
+        422,
+        "one path per file; the MCP servers named must exist",
+    ),
+    ("POST", "/api/tenants/{tenant_id}/mcp-servers"): (
+        422,
+        "the operator's STDIO commands, placeholders that name secrets or tokens, a valid"
+        " OpenAPI document, no NUL deep in a config",
+    ),
+    ("PUT", "/api/tenants/{tenant_id}/mcp-servers/{server_id}"): (422, "as when creating one"),
+    ("POST", "/api/tenants/{tenant_id}/mcp-servers/{server_id}/test"): (
+        422,
+        "the server must answer (MCP_CONNECT_FAILED)",
+    ),
+    ("POST", "/api/tenants/{tenant_id}/skills"): (422, "a SKILL.md with its frontmatter"),
+    ("PUT", "/api/tenants/{tenant_id}/skills/{name}"): (422, "a SKILL.md with its frontmatter"),
 }
 # Schemathesis's coverage phase cannot make strings near these bodies' maxLength (1 MB of
 # user input, 16 MB a skill file): it sends `0` as the body instead. Fuzzing covers them.
@@ -58,11 +76,11 @@ _ADMIN_ONLY = r"^/api/(models.*|usage/summary|tenants(/\{tenant_id\}(/api-keys.*
 
 def _config(parameters: str = "") -> str:
     sections = [parameters]
-    for (method, path), why in _DATA_RULES.items():
+    for (method, path), (status, why) in _DATA_RULES.items():
         sections.append(
             f'# {why}\n[[operations]]\ninclude-method = "{method}"\ninclude-path = "{path}"\n'
-            '[operations.checks.positive_data_acceptance]\nexpected-statuses = ["2xx", "401",'
-            ' "403", "404", "409", "422", "429"]\n'
+            "[operations.checks.positive_data_acceptance]\nexpected-statuses = "
+            f'["2xx", "401", "403", "404", "409", "429", "{status}"]\n'
         )
     for method, path in _NO_COVERAGE:
         sections.append(

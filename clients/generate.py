@@ -152,7 +152,7 @@ def unique_titles(document: dict[str, Any]) -> dict[str, Any]:
     halves of a model that reads and writes differently (`TenantSettings-Input`,
     `-Output`) alike: openapi-python-client issue #1340."""
     schemas = document.get("components", {}).get("schemas", {})
-    titles = Counter(schema.get("title") for schema in schemas.values())
+    titles = Counter(schema["title"] for schema in schemas.values() if "title" in schema)
     fixed = {
         name: {**schema, "title": name} if titles[schema.get("title")] > 1 else schema
         for name, schema in schemas.items()

@@ -2,6 +2,8 @@
 # make test  — the whole test suite (TEST_DATABASE_URL picks a PostgreSQL; else embedded)
 # make lint  — ruff + mypy, and the deployment files (hadolint, the Compose schema)
 # make bench — the benchmarks in bench/
+# make clients — the Python and TypeScript clients, from the OpenAPI document of a service
+#   started here on its embedded defaults, or of a running one: OPENAPI_URL=http://host:port
 
 PORT ?= 8000
 export PORT
@@ -10,7 +12,7 @@ UV_VERSION := 0.13.8
 UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
 PYTHON ?= python3
 
-.PHONY: run test lint bench install clean
+.PHONY: run test lint bench clients install clean
 
 # A venv of its own where Python can make one; else pip's user site (e.g. Debian
 # without python3-venv), with uv linked into .tools/bin either way.
@@ -54,6 +56,10 @@ bench: install
 	$(UV) run --frozen --no-sync python -m bench.usage
 	$(UV) run --frozen --no-sync python -m bench.nodes
 	$(UV) run --frozen --no-sync python -m bench.load
+
+# Needs Node.js 18+ and npm for the TypeScript client (docs/clients.md).
+clients: install
+	$(UV) run --frozen --no-sync python -m clients.generate $(if $(OPENAPI_URL),--url '$(OPENAPI_URL)')
 
 clean:
 	rm -rf .venv .tools .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Generated clients of the service's OpenAPI document: see generate.py and docs/clients.md."""

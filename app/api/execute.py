@@ -55,7 +55,11 @@ _STREAM_DOC: dict[int | str, dict[str, Any]] = {
         "description": "Server-Sent Events: init, progress, text_delta, assistant, tool_call, "
         "tool_result, subagent_start, subagent_end, title, context_status, ping, error, "
         "and always a last `done` (see docs/events.md).",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "content": {
+            "text/event-stream": {
+                "schema": {"type": "object", "description": "Each event's data: a JSON object"}
+            }
+        },
         "headers": {
             "X-Run-ID": {
                 "description": "The run's id",

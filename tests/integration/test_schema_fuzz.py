@@ -22,7 +22,7 @@ from app.main import create_app
 from tests.conftest import ADMIN, ADMIN_KEY, make_settings, reset_database
 from tests.integration.live_server import serve
 
-MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "40"))
+MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "25"))
 
 # Rules that hold between values, or on data, which no schema can state: schema-valid
 # requests these operations may refuse (422, or 416 for a range beyond the file), each
@@ -111,6 +111,9 @@ def _schemathesis(
             "all",
             "--max-examples",
             str(MAX_EXAMPLES),
+            # Two at a time: the server and Schemathesis each keep a core busy.
+            "--workers",
+            "2",
             "--phases",
             "examples,coverage,fuzzing",
             "--generation-deterministic",

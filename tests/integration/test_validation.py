@@ -154,3 +154,91 @@ async def test_the_document_carries_the_rules_the_server_enforces(
     schemas = (await client.get("/openapi.json")).json()["components"]["schemas"]
     assert schemas["ModelCreate"]["properties"]["model_id"]["pattern"].startswith("^[A-Za-z0-9]")
     assert schemas["TenantCreate"]["properties"]["name"]["maxLength"] == 200
+
+
+@pytest.mark.parametrize(
+    "body", [b"{not json", b'{"title": "\xff\xfe"}'], ids=["malformed", "not-utf8"]
+)
+async def test_the_key_is_checked_before_the_body(
+    client: httpx.AsyncClient, tenant: TenantFixture, body: bytes
+) -> None:
+    """A body that cannot be read says 401 to a caller with no key or a wrong one (FastAPI
+    reads the body before any dependency), and 422 only to one with a valid key."""
+    json = {"Content-Type": "application/json"}
+    url = tenant.url("/conversations")
+    for headers in ({}, {"X-API-Key": "cmab_not-a-key"}, {"Authorization": "Bearer nope"}):
+        response = await client.post(url, content=body, headers={**json, **headers})
+        assert_error(response, 401, "UNAUTHORIZED")
+    assert_error(await client.post(url, content=body, headers={**json, **tenant.headers}), 422)
+
+
+async def test_unknown_query_parameters_are_422(
+    client: httpx.AsyncClient, tenant: TenantFixture
+) -> None:
+    """A misspelt parameter is refused, not ignored (it would answer another question)."""
+    response = await client.get(
+        tenant.url("/conversations"), params={"limt": "5"}, headers=tenant.headers
+    )
+    error = assert_error(response, 422, "VALIDATION_ERROR")
+    assert error["details"] == [
+        {"loc": ["query", "limt"], "msg": "Unknown query parameter", "type": "extra_forbidden"}
+    ]
+    fine = await client.get(
+        tenant.url("/conversations"), params={"limit": "5"}, headers=tenant.headers
+    )
+    assert fine.status_code == 200, fine.text
+
+
+async def test_paths_named_by_a_sibling_route_answer_405_with_its_methods(
+    client: httpx.AsyncClient, tenant: TenantFixture
+) -> None:
+    """`files/presented`, `files/…/versions` and `mcp-servers/builtin` are lists: writing
+    to them is a 405 that names what they take, not a file write or a 422."""
+    cid = (await client.post(tenant.url("/conversations"), json={}, headers=tenant.headers)).json()[
+        "conversation_id"
+    ]
+    for method, path in (
+        ("PUT", f"/conversations/{cid}/files/presented"),
+        ("DELETE", f"/conversations/{cid}/files/presented"),
+        ("PUT", f"/conversations/{cid}/files/notes.md/versions"),
+        ("PUT", "/mcp-servers/builtin"),
+    ):
+        response = await client.request(method, tenant.url(path), headers=tenant.headers)
+        assert_error(response, 405, "METHOD_NOT_ALLOWED")
+        assert response.headers["allow"] == "GET", (method, path)
+    listing = await client.get(tenant.url(f"/conversations/{cid}/files"), headers=tenant.headers)
+    assert listing.json()["items"] == []
+    collection = await client.options(tenant.url("/conversations"), headers=tenant.headers)
+    assert collection.headers["allow"] == "GET, POST"
+
+
+async def test_money_is_a_decimal_string(client: httpx.AsyncClient) -> None:
+    """Prices and budgets: text with at most 6 (2) decimals, never a JSON number, which
+    cannot carry an exact amount; the document shows the pattern the server checks."""
+    for value in (3, 3.5, "1e3", "-1", "1.0000001", " 3"):
+        response = await client.put(
+            "/api/models/claude-sonnet-4-5", json={"price_input": value}, headers=ADMIN
+        )
+        assert_error(response, 422, "VALIDATION_ERROR")
+    budget = await client.post(
+        "/api/tenants",
+        json={"tenant_id": "cash", "name": "Cash", "settings": {"monthly_budget_usd": "10.123"}},
+        headers=ADMIN,
+    )
+    assert_error(budget, 422, "VALIDATION_ERROR")
+    schemas = (await client.get("/openapi.json")).json()["components"]["schemas"]
+    price = schemas["ModelCreate"]["properties"]["price_input"]
+    assert price["type"] == "string" and price["pattern"].startswith("^(?:[0-9]{1,6}")
+
+
+async def test_the_document_lists_every_error_an_operation_can_answer(
+    client: httpx.AsyncClient,
+) -> None:
+    document = (await client.get("/openapi.json")).json()
+    operation = document["paths"]["/api/tenants/{tenant_id}"]["put"]
+    assert {"401", "403", "404", "413", "422", "431", "500", "503"} <= set(operation["responses"])
+    envelope = operation["responses"]["431"]["content"]["application/json"]["schema"]
+    assert envelope == {"$ref": "#/components/schemas/ErrorEnvelope"}
+    events = document["paths"]["/api/tenants/{tenant_id}/runs/{run_id}/events"]["get"]
+    header = next(p for p in events["parameters"] if p["name"] == "Last-Event-ID")
+    assert header["schema"]["pattern"] == "^(?:[0-9]{1,7}|10000000)?$"  # no null branch

@@ -2,7 +2,6 @@
 # make test  — the whole test suite (TEST_DATABASE_URL picks a PostgreSQL; else embedded)
 # make lint  — ruff + mypy, and the deployment files (hadolint, the Compose schema)
 # make bench — the benchmarks in bench/
-# make clients — Python and TypeScript clients generated from /openapi.json (docs/clients.md)
 # make clients — the Python and TypeScript clients, from the OpenAPI document of a service
 #   started here on its embedded defaults, or of a running one: OPENAPI_URL=http://host:port
 

@@ -149,6 +149,11 @@ class Settings(BaseSettings):
     # the service, so a burst of agents starting cannot starve the service's streaming
     # (0 turns it off).
     agent_nice: int = Field(default=10, ge=0, le=19)
+    # Once an agent has answered (its first text), every thread of its processes drops to
+    # this niceness: the agents still starting (about a CPU-second each) go first, and
+    # those answering, which need little, still keep up. Never below AGENT_NICE; set it
+    # to AGENT_NICE to leave answering agents where they started.
+    agent_answering_nice: int = Field(default=19, ge=0, le=19)
     # At most this many agent processes start at once on a node (start-up is about a
     # CPU-second each); more wait, saying so. Unset: the number of CPUs.
     agent_startups: int | None = Field(default=None, ge=1)

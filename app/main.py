@@ -207,6 +207,7 @@ async def _agent_runtime(
         session_store=PostgresSessionStore(sessionmaker, settings.data_dir / "workspaces"),
         max_retries=settings.model_max_retries,
         nice=settings.agent_nice,
+        answering_nice=max(settings.agent_nice, settings.agent_answering_nice),
         runtime_dir=runtime_dir,
         jail=jail,
         bwrap=bwrap,

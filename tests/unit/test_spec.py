@@ -31,6 +31,7 @@ async def test_the_parts_make_the_options(tmp_path: Path) -> None:
         session_store=session_store,
         max_retries=2,
         nice=10,
+        answering_nice=15,
         runtime_dir=tmp_path,
     )
     options, process = await open_agent(runtime, SPEC)

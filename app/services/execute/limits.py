@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 
+import psutil
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -48,6 +50,26 @@ class StartGate:
             yield
         finally:
             self._gate.release()
+
+
+def lower_priority(pid: int, nice: int) -> None:
+    """Every thread of the process `pid` and its descendants at least `nice` (Linux keeps a
+    niceness per thread; an agent's children inherit it from the thread that starts them).
+    A process gone meanwhile is skipped."""
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return
+    for process in processes:
+        try:
+            threads = process.threads()
+        except psutil.Error:
+            continue
+        for thread in threads:
+            with contextlib.suppress(OSError):
+                if os.getpriority(os.PRIO_PROCESS, thread.id) < nice:
+                    os.setpriority(os.PRIO_PROCESS, thread.id, nice)
 
 
 class QueueTimeoutError(Exception):

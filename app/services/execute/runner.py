@@ -34,7 +34,7 @@ from app.services.conversations import next_message_seq
 from app.services.execute.cache import WorkspaceCache
 from app.services.execute.events import RunEventLog
 from app.services.execute.jail import AgentProcess
-from app.services.execute.limits import StartGate
+from app.services.execute.limits import StartGate, lower_priority
 from app.services.execute.options import open_agent
 from app.services.execute.record import (
     RunRecorder,
@@ -369,11 +369,15 @@ async def _drive(
             await session.client.query(prompt)
             # Closed when the turn ends: the session's next turn reads on from there.
             stream = cast(AsyncGenerator[Any, None], session.client.receive_messages())
+            answering = not fresh  # a warm agent already runs at its answering priority
             async with aclosing(stream) as messages:
                 async for message in messages:
                     out = translator.translate(message)
                     for event_type, data in out.events:
                         events.emit(event_type, data)
+                        if not answering and event_type == "text_delta":
+                            answering = True
+                            _answering(session.client, ctx.agent.answering_nice)
                     if out.messages or out.tool_starts or out.tool_ends:
                         await recorder.record(out)
                     _track(message, state)
@@ -404,6 +408,15 @@ async def _drive(
             ctx.warm.put(spec.conversation_id, session)
         elif session is not None:
             await asyncio.shield(ctx.warm.close(session, interrupt=True))
+
+
+def _answering(client: ClaudeSDKClient, nice: int) -> None:
+    """The agent has answered: its processes drop to the answering priority, behind the
+    agents still starting (off the loop: it reads /proc)."""
+    process = getattr(getattr(client, "_transport", None), "_process", None)  # the SDK's own
+    pid = getattr(process, "pid", None)
+    if isinstance(pid, int):
+        asyncio.get_running_loop().run_in_executor(None, lower_priority, pid, nice)
 
 
 def _over_cap(message: Any, state: RunState, cap: Decimal | None, begun: _Start) -> bool:

@@ -98,6 +98,8 @@ class AgentRuntime:
     max_retries: int
     # How much nicer than the service agent processes run (0: as nice as it).
     nice: int
+    # ...and once they have answered (see Settings.agent_answering_nice).
+    answering_nice: int
     # Private to the service: each process's prompt file, jail arguments, egress socket.
     runtime_dir: Path
     # None: agents run unjailed (AGENT_SANDBOX=off, said loudly at start).

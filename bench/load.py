@@ -169,7 +169,11 @@ async def main() -> None:
                 MAX_CONCURRENT_RUNS=str(max(SIZES)),
                 MAX_QUEUED_RUNS=str(max(SIZES)),
                 RUN_QUEUE_TIMEOUT="600",
-                **{k: v for k, v in os.environ.items() if k in ("AGENT_STARTUPS", "AGENT_NICE", "AGENT_ANSWERING_NICE")},
+                **{
+                    k: v
+                    for k, v in os.environ.items()
+                    if k in ("AGENT_STARTUPS", "AGENT_NICE", "AGENT_ANSWERING_NICE")
+                },
             )
             try:
                 async with httpx.AsyncClient(base_url=base, timeout=600) as http:

@@ -1,6 +1,7 @@
 """The route class of every router: what FastAPI's own does, plus two rules it does not
-keep. A query parameter the operation does not take is a 422 (a typo such as `?limt=5`
-would otherwise be silently ignored and answer something else than what was asked). A
+keep. A query parameter the operation does not take is a 422 on every route that needs a
+key (a typo such as `?limt=5` would otherwise be silently ignored and answer something
+else than what was asked; health checks and metrics scrapes may add what they like). A
 body that cannot be read is answered only after the key is checked: FastAPI reads the
 body before it solves any dependency, so a caller with no key would otherwise learn
 about the body (422) instead of being told it is not authenticated (401)."""
@@ -75,7 +76,8 @@ class ServiceRoute(APIRoute):
 
         async def route_handler(request: Request) -> Response:
             unknown = [name for name in request.query_params if name not in self.query_names]
-            if unknown:
+            if unknown and self.authenticated:  # not health checks and metrics scrapes
+                await check_authenticated(request)  # the key first, as for a bad body
                 raise RequestValidationError(
                     [
                         {

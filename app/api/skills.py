@@ -60,8 +60,11 @@ _BODY = {
         "content": {
             "application/json": {"schema": schema_ref(SkillCreate)},
             "application/zip": {
-                "schema": {"type": "string", "format": "binary"},
-                "description": "The zip of the skill folder",
+                "schema": {
+                    "type": "string",
+                    "format": "binary",
+                    "description": "The zip of the skill folder",
+                }
             },
             "multipart/form-data": {"schema": schema_ref(SkillUpload)},
         },

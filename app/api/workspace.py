@@ -58,8 +58,11 @@ FilePath = Annotated[
 ]
 # The paths of the files themselves (read, write, delete) leave out those that name the
 # routes beside them: `presented` (the list of presented files) and `…/versions` (a
-# file's history); such a file, which only the agent can make, shows in the listings.
-path_convertor("file", "(?!presented$)(?!.*/versions$).+")
+# file's history). No upload may take such a path; a file the agent names so shows in
+# the listings.
+_LISTS = "presented|.*/versions"
+_NAMES_A_LIST = re.compile(_LISTS)
+path_convertor("file", f"(?!(?:{_LISTS})$).+")
 _ONE = error_responses(401, 403, 404, 422)
 
 
@@ -68,11 +71,17 @@ class RangeNotSatisfiableError(AppError):
     code = "RANGE_NOT_SATISFIABLE"
 
 
-def _path(raw: str) -> str:
+def _path(raw: str, *, upload: bool = False) -> str:
     try:
-        return workspace_path(raw)
+        path = workspace_path(raw)
     except BadPathError as exc:
         raise UnprocessableError(f"Bad file path: {exc}", code="BAD_PATH") from exc
+    if upload and _NAMES_A_LIST.fullmatch(path):
+        raise UnprocessableError(
+            "Bad file path: `presented` and `…/versions` name lists of the API, not files",
+            code="BAD_PATH",
+        )
+    return path
 
 
 def _read(file: WorkspaceFile) -> WorkspaceFileRead:
@@ -151,7 +160,7 @@ async def save_uploads(
     if paths is not None and len(paths) != len(files):
         raise UnprocessableError("Give one path for each file, or none")
     names = paths if paths is not None else [f.filename or "" for f in files]
-    relatives = [_path(name) for name in names]
+    relatives = [_path(name, upload=True) for name in names]
     if len(set(relatives)) != len(relatives):
         raise UnprocessableError("Each file needs a path of its own")
     await get_conversation(session, scope, conversation_id)

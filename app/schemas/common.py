@@ -184,7 +184,7 @@ class DecimalText:
             f"^(?:[0-9]{{1,{whole}}}(?:\\.[0-9]{{1,{places}}})?|{maximum}(?:\\.0{{1,{places}}})?)$"
         )
         self.rule = f"a decimal string from 0 to {maximum} with at most {places} decimals"
-        self._matches = re.compile(self.pattern).match
+        self._matches = re.compile(self.pattern).fullmatch  # `$` alone takes a last "\n"
 
     def _check(self, value: object) -> object:
         if isinstance(value, Decimal):  # the service's own values (defaults, stored rows)

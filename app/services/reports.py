@@ -171,7 +171,7 @@ _GROUP_BY = re.compile(GROUP_BY)
 
 def parse_group_by(raw: str) -> tuple[list[str], str | None]:
     """`model,user,day` → (dimensions, period)."""
-    if not _GROUP_BY.match(raw):
+    if not _GROUP_BY.fullmatch(raw):
         raise UnprocessableError(
             f"group_by takes {', '.join(DIMENSIONS)} and at most one of {', '.join(PERIODS)}, "
             "joined by commas"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+import sys
 import unicodedata
 
 MAX_PATH_CHARS = 1024
@@ -13,13 +14,15 @@ RESERVED_NAMES = frozenset({".claude"})
 
 
 def _refused_characters(*, surrogates: bool) -> str:
-    """A regex class of what no path holds: control, format (and surrogate) code points of
-    the Basic Multilingual Plane (newlines, bidi overrides, zero-width characters), and the
-    backslash. As `\\uXXXX` ranges, which Python and ECMA-262 (JSON Schema) read alike."""
+    """A regex class of what no path holds: control, format (and surrogate) code points
+    (newlines, bidi overrides, zero-width characters, and the tag characters U+E0000 to
+    U+E007F, which can hide text) in every plane, and the backslash. The Basic
+    Multilingual Plane as `\\uXXXX` ranges; the others as the characters themselves, which
+    Python, Rust and ECMA-262 with `u` (JSON Schema) all read as one code point each."""
     categories = ("Cc", "Cf", "Cs") if surrogates else ("Cc", "Cf")
     refused = [
         cp
-        for cp in range(0x10000)
+        for cp in range(sys.maxunicode + 1)
         if unicodedata.category(chr(cp)) in categories or chr(cp) == "\\"
     ]
     spans: list[tuple[int, int]] = []
@@ -28,7 +31,13 @@ def _refused_characters(*, surrogates: bool) -> str:
             spans[-1] = (spans[-1][0], cp)
         else:
             spans.append((cp, cp))
-    return "".join(f"\\u{a:04x}" if a == b else f"\\u{a:04x}-\\u{b:04x}" for a, b in spans)
+    return "".join(_span(a, b) for a, b in spans)
+
+
+def _span(first: int, last: int) -> str:
+    if first > 0xFFFF:
+        return chr(first) if first == last else f"{chr(first)}-{chr(last)}"
+    return f"\\u{first:04x}" if first == last else f"\\u{first:04x}-\\u{last:04x}"
 
 
 _HAS_REFUSED = re.compile(f"[{_refused_characters(surrogates=True)}]")
@@ -65,7 +74,7 @@ PATH_PATTERN = f"^{_PART}(?:/{_PART})*$"
 PATH_RULES = (
     "A relative path (`reports/q3.md`): 1 to 1,024 characters, parts of at most 255 bytes "
     "that are not `.` or `..`, no backslash and no control or format characters; not in "
-    "`.claude/`"
+    "`.claude/`; an upload's is not `presented` nor ends in `/versions`"
 )
 
 

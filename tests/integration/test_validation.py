@@ -187,6 +187,9 @@ async def test_unknown_query_parameters_are_422(
         tenant.url("/conversations"), params={"limit": "5"}, headers=tenant.headers
     )
     assert fine.status_code == 200, fine.text
+    # The key first; and health checks may add what they like (a cache buster, say).
+    assert_error(await client.get(tenant.url("/conversations"), params={"limt": "5"}), 401)
+    assert (await client.get("/health", params={"nocache": "1"})).status_code == 200
 
 
 async def test_paths_named_by_a_sibling_route_answer_405_with_its_methods(
@@ -206,6 +209,15 @@ async def test_paths_named_by_a_sibling_route_answer_405_with_its_methods(
         response = await client.request(method, tenant.url(path), headers=tenant.headers)
         assert_error(response, 405, "METHOD_NOT_ALLOWED")
         assert response.headers["allow"] == "GET", (method, path)
+    # Nor can an upload make a file only those lists would name.
+    for name in ("presented", "notes/versions"):
+        upload = await client.post(
+            tenant.url(f"/conversations/{cid}/files"),
+            files={"files": ("x.txt", b"x")},
+            data={"paths": name},
+            headers=tenant.headers,
+        )
+        assert_error(upload, 422, "BAD_PATH")
     listing = await client.get(tenant.url(f"/conversations/{cid}/files"), headers=tenant.headers)
     assert listing.json()["items"] == []
     collection = await client.options(tenant.url("/conversations"), headers=tenant.headers)
@@ -215,7 +227,7 @@ async def test_paths_named_by_a_sibling_route_answer_405_with_its_methods(
 async def test_money_is_a_decimal_string(client: httpx.AsyncClient) -> None:
     """Prices and budgets: text with at most 6 (2) decimals, never a JSON number, which
     cannot carry an exact amount; the document shows the pattern the server checks."""
-    for value in (3, 3.5, "1e3", "-1", "1.0000001", " 3"):
+    for value in (3, 3.5, "1e3", "-1", "1.0000001", " 3", "3\n"):
         response = await client.put(
             "/api/models/claude-sonnet-4-5", json={"price_input": value}, headers=ADMIN
         )

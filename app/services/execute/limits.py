@@ -61,12 +61,17 @@ def lower_priority(pid: int, nice: int) -> None:
         processes = [root, *root.children(recursive=True)]
     except psutil.Error:
         return
+    own = f"/proc/{os.getpid()}/task"
     for process in processes:
         try:
             threads = process.threads()
         except psutil.Error:
             continue
         for thread in threads:
+            # A thread id freed and taken again meanwhile, by one of the service's own
+            # threads, is left alone (the service could never raise it back).
+            if os.path.exists(f"{own}/{thread.id}"):
+                continue
             with contextlib.suppress(OSError):
                 if os.getpriority(os.PRIO_PROCESS, thread.id) < nice:
                     os.setpriority(os.PRIO_PROCESS, thread.id, nice)

@@ -416,7 +416,13 @@ def _answering(client: ClaudeSDKClient, nice: int) -> None:
     process = getattr(getattr(client, "_transport", None), "_process", None)  # the SDK's own
     pid = getattr(process, "pid", None)
     if isinstance(pid, int):
-        asyncio.get_running_loop().run_in_executor(None, lower_priority, pid, nice)
+        lowered = asyncio.get_running_loop().run_in_executor(None, lower_priority, pid, nice)
+        lowered.add_done_callback(_log_failure)
+
+
+def _log_failure(future: asyncio.Future[None]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("agent_priority_not_lowered", exc_info=future.exception())
 
 
 def _over_cap(message: Any, state: RunState, cap: Decimal | None, begun: _Start) -> bool:

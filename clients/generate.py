@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+
+from app.utils.ports import free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CLIENTS = PROJECT_ROOT / "clients"
@@ -65,20 +66,13 @@ def fetch_document(url: str, path: Path) -> Path:
     return path
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextmanager
 def running_service() -> Iterator[str]:
     """`python -m app` on a free loopback port, with the settings `make run` would use
     (the environment and .env; the embedded PostgreSQL when no DATABASE_URL), until the
     block ends; yields its base URL. It takes no runs and touches no other node's: it
     only serves the document, next to a `make run` on the same data if there is one."""
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "HOST": "127.0.0.1",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from collections import deque
@@ -18,6 +17,7 @@ from starlette.routing import Route
 
 from app.services.execute.offline_model import wire
 from app.services.execute.offline_model.scenarios import SEND_TIME, Reply, plan_reply
+from app.utils.ports import free_port
 
 # How a failure status looks on each API (Bedrock names its errors in a header).
 _ANTHROPIC_ERRORS = {429: "rate_limit_error", 500: "api_error", 529: "overloaded_error"}
@@ -146,7 +146,7 @@ class OfflineModelServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.requests: deque[dict[str, Any]] = deque(maxlen=500)
         self.host = host
-        self.port = port or _free_port(host)
+        self.port = port or free_port(host)
         self._server = uvicorn.Server(
             uvicorn.Config(
                 create_app(self.requests),
@@ -175,10 +175,3 @@ class OfflineModelServer:
         self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=10)
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port

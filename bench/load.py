@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.services.execute.offline_model import OfflineModelServer
 from bench.common import fresh_database, server_url
-from bench.runs import bench_tenant, new_conversation, start_service
+from bench.runs import bench_tenant, new_conversation, open_turn, start_service, whole_events
 from tests.integration.bare_sdk import bare_options
 
 SIZES = [int(n) for n in os.environ.get("BENCH_LOAD", "10,25,50,100").split(",")]
@@ -100,29 +100,21 @@ async def _service(
 ) -> None:
     started = time.perf_counter()
     first_seen = False
-    pending = ""
     status = None
     try:
-        async with http.stream(
-            "POST",
-            f"/api/tenants/bench/conversations/{cid}/stream",
-            json={"user_input": PROMPT},
-            headers=headers,
-            timeout=600,
-        ) as response:
+        async with open_turn(http, headers, cid, PROMPT, timeout=600) as response:
             if response.status_code != 200:
                 arm.failed += 1
                 return
             runs.append(response.headers["x-run-id"])
-            async for chunk in response.aiter_text():
+            async for events in whole_events(response):
                 now = time.time()
-                *events, pending = (pending + chunk).split("\n\n")
                 for event in events:
-                    kind = event.split("\n", 1)[0].removeprefix("event: ")
+                    kind = event.split(b"\n", 1)[0].removeprefix(b"event: ").decode()
                     if kind == "ping":
                         continue
                     arm.received += 1
-                    data = json.loads(event.rsplit("data: ", 1)[1])
+                    data = json.loads(event.rsplit(b"data: ", 1)[1])
                     if kind == "text_delta":
                         if not first_seen:
                             first_seen = True

@@ -16,6 +16,8 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import httpx
@@ -58,6 +60,33 @@ async def new_conversation(
     return str(created.json()["conversation_id"])
 
 
+def open_turn(
+    http: httpx.AsyncClient,
+    headers: dict[str, str],
+    cid: str,
+    prompt: str,
+    tenant: str = "bench",
+    timeout: float = 300,
+) -> AbstractAsyncContextManager[httpx.Response]:
+    """The stream request of one turn, to `async with`."""
+    return http.stream(
+        "POST",
+        f"/api/tenants/{tenant}/conversations/{cid}/stream",
+        json={"user_input": prompt},
+        headers=headers,
+        timeout=timeout,
+    )
+
+
+async def whole_events(response: httpx.Response) -> AsyncIterator[list[bytes]]:
+    """The stream's SSE events, whole (an event may be split across chunks): those each
+    chunk completes, as it arrives."""
+    pending = b""
+    async for chunk in response.aiter_bytes():
+        *events, pending = (pending + chunk).split(b"\n\n")
+        yield events
+
+
 async def service_turn(
     http: httpx.AsyncClient,
     headers: dict[str, str],
@@ -71,20 +100,11 @@ async def service_turn(
     started = time.perf_counter()
     first = last = 0.0
     deltas = 0
-    pending = b""
     done = b""
-    # Counted on whole SSE events as they arrive (an event may be split across chunks),
-    # without parsing their JSON: the figure is what the service delivers, not how fast a
-    # Python client decodes it.
-    async with http.stream(
-        "POST",
-        f"/api/tenants/{tenant}/conversations/{cid}/stream",
-        json={"user_input": prompt},
-        headers=headers,
-        timeout=300,
-    ) as response:
-        async for chunk in response.aiter_bytes():
-            *events, pending = (pending + chunk).split(b"\n\n")
+    # Counted on whole SSE events as they arrive, without parsing their JSON: the figure
+    # is what the service delivers, not how fast a Python client decodes it.
+    async with open_turn(http, headers, cid, prompt, tenant) as response:
+        async for events in whole_events(response):
             count = sum(1 for event in events if event.startswith(TEXT_DELTA))
             if count:
                 last = time.perf_counter()

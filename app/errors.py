@@ -16,11 +16,12 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.schemas.common import ANSWERS_IN_FULL
 from app.utils.request_context import current_request_id
 
 log = structlog.get_logger(__name__)
@@ -102,7 +103,7 @@ class ServiceUnavailableError(AppError):
 
 
 class ErrorBody(BaseModel):
-    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+    model_config = ANSWERS_IN_FULL
 
     code: str
     message: str

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from app.errors import ErrorEnvelope, status_description
-from app.schemas.common import COMPONENT_KEY, NO_NUL
+from app.schemas.common import COMPONENT_KEY, NO_NUL, drop_null
 from app.utils.zones import ZONES
 
 REF_TEMPLATE = "#/components/schemas/{model}"
@@ -70,15 +70,8 @@ def _common_errors(path: str, operation: dict[str, Any]) -> list[int]:
 def _absent_is_none(schema: dict[str, Any]) -> None:
     """A parameter that may be None is sent by leaving it out: there is no null in a
     query string or a header (FastAPI documents `str | None` as string-or-null)."""
-    branches = schema.get("anyOf")
-    if not branches or {"type": "null"} not in branches:
-        return
-    kept = [b for b in branches if b != {"type": "null"}]
-    del schema["anyOf"]
-    if len(kept) == 1:
-        schema.update(kept[0])
-    else:
-        schema["anyOf"] = kept
+    if {"type": "null"} in schema.get("anyOf", ()):
+        drop_null(schema)
 
 
 def _rewrite(node: Any) -> None:

@@ -217,19 +217,24 @@ class ReadSchema(BaseModel):
     model_config = ConfigDict(from_attributes=True, **ANSWERS_IN_FULL)
 
 
+def drop_null(schema: dict[str, Any]) -> None:
+    """`schema` (an `anyOf`) without its `null` branch; a branch left alone takes the
+    `anyOf`'s place."""
+    kept = [branch for branch in schema.pop("anyOf") if branch != {"type": "null"}]
+    if len(kept) == 1:
+        schema.update(kept[0])
+    else:
+        schema["anyOf"] = kept
+
+
 def _only_nullable_fields_take_null(schema: dict[str, Any], model: type[BaseModel]) -> None:
     """The document says what the validator does: `null` only for `nullable_fields`."""
     nullable: frozenset[str] = getattr(model, "nullable_fields", frozenset())
     for name, prop in schema.get("properties", {}).items():
         if name in nullable or "anyOf" not in prop:
             continue
-        kept = [branch for branch in prop["anyOf"] if branch != {"type": "null"}]
         prop.pop("default", None)
-        if len(kept) == 1:
-            del prop["anyOf"]
-            prop.update(kept[0])
-        else:
-            prop["anyOf"] = kept
+        drop_null(prop)
 
 
 class PatchSchema(Schema):

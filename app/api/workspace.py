@@ -34,13 +34,7 @@ from app.schemas.workspace import WorkspaceFileRead, WorkspaceFileVersionRead
 from app.services import workspace as service
 from app.services.conversations import get_conversation
 from app.services.scope import TenantScope
-from app.utils.paths import (
-    MAX_PATH_CHARS,
-    PATH_PATTERN,
-    PATH_RULES,
-    BadPathError,
-    workspace_path,
-)
+from app.utils.paths import PATH_RULES, BadPathError, workspace_path
 
 router = APIRouter(
     route_class=ServiceRoute,
@@ -49,13 +43,7 @@ router = APIRouter(
 )
 
 ConversationPath = Annotated[uuid.UUID, Path(description="The conversation's UUID")]
-FilePath = Annotated[
-    str,
-    Path(
-        description=PATH_RULES,
-        json_schema_extra={"pattern": PATH_PATTERN, "maxLength": MAX_PATH_CHARS},
-    ),
-]
+FilePath = Annotated[PathText, Path(description=PATH_RULES)]
 # The paths of the files themselves (read, write, delete) leave out those that name the
 # routes beside them: `presented` (the list of presented files) and `…/versions` (a
 # file's history). No upload may take such a path; a file the agent names so shows in

@@ -118,22 +118,29 @@ class BuiltinServerConfig(Schema):
     name: Literal["workspace", "web"]
 
 
+# The config each type of server takes: the service validates with it, and the document
+# says so.
+CONFIG_BY_TYPE: dict[str, type[Schema]] = {
+    "http": RemoteServerConfig,
+    "sse": RemoteServerConfig,
+    "stdio": StdioServerConfig,
+    "builtin": BuiltinServerConfig,
+    "openapi": OpenApiServerConfig,
+}
+
+
 def _config_by_type(schema: dict[str, Any]) -> None:
-    """The document says which config each type takes (the service checks it so)."""
-    by_type = {
-        ("http", "sse"): RemoteServerConfig,
-        ("stdio",): StdioServerConfig,
-        ("builtin",): BuiltinServerConfig,
-        ("openapi",): OpenApiServerConfig,
-    }
+    types_of: dict[type[Schema], list[str]] = {}
+    for server_type, model in CONFIG_BY_TYPE.items():
+        types_of.setdefault(model, []).append(server_type)
     schema["oneOf"] = [
         {
             "properties": {
-                "type": {"enum": list(types)},
+                "type": {"enum": types},
                 "config": {"$ref": f"#/components/schemas/{model.__name__}"},
             }
         }
-        for types, model in by_type.items()
+        for model, types in types_of.items()
     ]
 
 

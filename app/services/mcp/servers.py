@@ -18,14 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import StdioCommand
 from app.errors import ConflictError, UnprocessableError
 from app.models import McpServer
-from app.schemas.common import Schema
-from app.schemas.integrations import (
-    BuiltinServerConfig,
-    McpServerWrite,
-    OpenApiServerConfig,
-    RemoteServerConfig,
-    StdioServerConfig,
-)
+from app.schemas.integrations import CONFIG_BY_TYPE, McpServerWrite
 from app.services.integrity import flush_mapping_violations
 from app.services.mcp import placeholders
 from app.services.mcp.openapi import check_document, parse_spec
@@ -59,12 +52,7 @@ def _checked_config(body: McpServerWrite, stdio_commands: Sequence[StdioCommand]
             f"(supported: {', '.join(SUPPORTED_TYPES)})",
             code="UNSUPPORTED_SERVER_TYPE",
         )
-    models: dict[str, type[Schema]] = {
-        "builtin": BuiltinServerConfig,
-        "openapi": OpenApiServerConfig,
-        "stdio": StdioServerConfig,
-    }
-    model = models.get(body.type, RemoteServerConfig)
+    model = CONFIG_BY_TYPE[body.type]
     try:
         config = model.model_validate(body.config).model_dump(exclude_none=True)
     except ValidationError as exc:

@@ -2,8 +2,8 @@
 
 - The schemas of bodies that routes parse themselves (a body taken in more than one
   form) are added, so `$ref`s to them resolve.
-- Every operation lists the errors any request can get, besides its own: 422 (every
-  operation refuses unknown query parameters), 401/403 where a key is needed, 404 where
+- Every operation lists the errors any request can get, besides its own: 422 (routes
+  that need a key refuse unknown query parameters), 401/403 where a key is needed, 404 where
   the path names something, 413 where there is a body, 431 (headers too large), 500
   and 503 (the database unreachable or this node's pool busy), all in the error envelope.
 - A parameter that may be None is documented by its type alone (it is left out).
@@ -44,9 +44,8 @@ JSON_SCHEMAS: dict[str, dict[str, Any]] = {
 }
 
 
-def schema_ref(model: type[BaseModel] | str) -> dict[str, str]:
-    name = model if isinstance(model, str) else model.__name__
-    return {"$ref": REF_TEMPLATE.format(model=name)}
+def schema_ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": REF_TEMPLATE.format(model=model.__name__)}
 
 
 def _error(status: int) -> dict[str, Any]:

@@ -188,7 +188,9 @@ async def _agent_runtime(
         if bwrap is None:
             refusal = "bubblewrap (bwrap) is not installed"
         else:
-            jail = Jail.create(bwrap, bundled_cli(), runtime_dir)
+            jail = Jail.create(
+                bwrap, bundled_cli(), runtime_dir, settings.agent_stream_hold_ms / 1000
+            )
             refusal = await jail.probe()
             if refusal is not None:
                 jail = None
@@ -213,7 +215,9 @@ async def _agent_runtime(
         bwrap=bwrap,
         allow_hosts=allow_hosts,
         refusal=refusal,
-        stdio=StdioJail(jail.bwrap, tuple(jail.common), tuple(settings.mcp_stdio_commands))
+        stdio=StdioJail(
+            jail.bwrap, tuple(jail.common), tuple(settings.mcp_stdio_commands), settings.agent_nice
+        )
         if jail is not None
         else None,
     )

@@ -98,3 +98,37 @@ async def test_nothing_goes_out_between_runs(
     bridge.close_gate()
     answer = await _send(bridge, b"POST /v1/messages HTTP/1.1\r\nHost: x\r\n\r\n")
     assert answer == b"" and upstream[1] == [] and len(breaches) == 1
+
+
+async def test_a_streamed_answer_reaches_the_agent_in_fewer_writes(tmp_path: Path) -> None:
+    """Chunks that follow one another within the hold go on together, in order, and the
+    end of the answer after its last byte."""
+    chunks = [f"data: {n}\n\n".encode() for n in range(40)]
+
+    async def stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+        for chunk in chunks:
+            writer.write(chunk)
+            await writer.drain()
+            await asyncio.sleep(0.005)
+        writer.close()
+
+    server = await asyncio.start_server(stream, "127.0.0.1", 0)
+    model = Endpoint.from_url(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+    bridge = EgressBridge(tmp_path / "egress.sock", model, web_access=False, hold=0.05)
+    await bridge.start()
+    bridge.open = True
+    try:
+        reader, writer = await asyncio.open_unix_connection(str(bridge.socket_path))
+        writer.write(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        reads: list[bytes] = []
+        while data := await asyncio.wait_for(reader.read(65536), 10):
+            reads.append(data)
+        writer.close()
+    finally:
+        await bridge.close()
+        server.close()
+    assert b"".join(reads).split(b"\r\n\r\n", 1)[1] == b"".join(chunks)
+    # 40 chunks 5 ms apart, held up to 50 ms: a handful of writes, not forty.
+    assert len(reads) <= 10, len(reads)

@@ -22,6 +22,7 @@ from pathlib import Path
 import structlog
 
 from app.services.execute.egress import EgressBridge, Endpoint
+from app.services.execute.limits import GROUP_NICE
 from app.services.execute.present import Presenter
 from app.services.mcp.upstream import Upstream
 
@@ -61,6 +62,7 @@ LAUNCHER = f"""#!/bin/sh
 cli="$CMAB_AGENT_CLI"
 # Below the service's priority (children inherit it): nice -n N when CMAB_AGENT_NICE is N.
 prio="${{CMAB_AGENT_NICE:+nice -n $CMAB_AGENT_NICE}}"
+agent_nice="${{CMAB_AGENT_NICE:-0}}"
 bwrap="$CMAB_BWRAP"
 jail="$CMAB_JAIL_ARGS"
 home="$HOME"
@@ -77,10 +79,11 @@ if [ -n "$jail" ]; then
   # only host directories the jail gets besides the workspace. Inside, a loopback port
   # is bridged to the egress socket: socat listens within milliseconds, long before the
   # CLI (a third of a second to start) makes its first model request, so nothing waits.
+  # The jail's scheduling group is made as nice as the CLI (limits.GROUP_NICE).
   entry='socat TCP-LISTEN:{JAIL_PORT},bind=127.0.0.1,fork,reuseaddr UNIX-CONNECT:{JAIL_SOCKET} 2>/dev/null &
-exec "$@"'
+{GROUP_NICE}exec "$@"'
   exec $prio "$bwrap" --args 3 --bind "$home" "$home" --bind "$config" "$config" \\
-    --chdir "$(pwd)" -- /bin/sh -c "$entry" sh "$cli" "$@" 3<"$jail"
+    --chdir "$(pwd)" -- /bin/sh -c "$entry" sh "$agent_nice" "$cli" "$@" 3<"$jail"
 fi
 # Unjailed (AGENT_SANDBOX=off): if the service dies without ending it, the CLI gets SIGTERM
 # rather than finishing its turn for nobody (setpriv, util-linux 2.33+).
@@ -120,12 +123,14 @@ class Jail:
     runtime_dir: Path  # private to the service: sockets, argument files, prompts
     # bwrap's arguments that every jail shares, made once.
     common: list[str] = field(default_factory=list)
+    # How long the model's answer may be held to reach the agent in fewer writes (s).
+    stream_hold: float = 0.0
 
     @classmethod
-    def create(cls, bwrap: Path, cli: Path, runtime_dir: Path) -> Jail:
+    def create(cls, bwrap: Path, cli: Path, runtime_dir: Path, stream_hold: float = 0.0) -> Jail:
         (runtime_dir / "passwd").write_text(_PASSWD)
         (runtime_dir / "group").write_text(_GROUP)
-        jail = cls(bwrap, cli.parent, runtime_dir)
+        jail = cls(bwrap, cli.parent, runtime_dir, stream_hold=stream_hold)
         jail.common = jail._common_arguments()
         return jail
 
@@ -238,6 +243,7 @@ class Jail:
             web_access=web_access,
             allow_hosts=allow_hosts,
             credentials=credentials,
+            hold=self.stream_hold,
         )
         await bridge.start()
         args_file = directory / "jail.args"

@@ -14,13 +14,17 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import psutil
+import structlog
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import TooManyRequestsError
 from app.models import Run
+
+log = structlog.get_logger(__name__)
 
 # The advisory lock every slot count and claim is made under.
 _SLOTS_LOCK = "cmab:run-slots"
@@ -52,29 +56,121 @@ class StartGate:
             self._gate.release()
 
 
-def lower_priority(pid: int, nice: int) -> None:
-    """Every thread of the process `pid` and its descendants at least `nice` (Linux keeps a
-    niceness per thread; an agent's children inherit it from the thread that starts them).
-    A process gone meanwhile is skipped."""
+# The start of a jail's entry script (`sh -c ENTRY sh NICE command...`). bwrap's
+# --new-session makes the jail a session of its own, and so, where the kernel schedules
+# sessions as groups (sched_autogroup), a group that competes with the whole service as
+# an equal, whatever its threads' niceness: the group is made NICE too. Unprivileged,
+# such writes are rate-limited machine-wide (a few a second): retried in the background,
+# so the command does not wait.
+GROUP_NICE = """if [ "$1" -gt 0 ] && [ -w /proc/self/autogroup ]; then
+  (for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+    echo "$1" 2>/dev/null >/proc/self/autogroup && break; sleep 0.1; done) &
+fi
+shift
+"""
+# How often kept process trees are checked for what they started since.
+KEEP_SECONDS = 1.0
+
+
+class PriorityKeeper:
+    """Keeps each agent's process tree at least as nice as its target: every thread
+    (Linux keeps a niceness per thread; a child inherits it from the thread that starts
+    it) and every scheduling group that is not the service's own. Where the kernel groups
+    sessions (sched_autogroup), a new session is a new group that competes with the whole
+    service as an equal, whatever its threads' niceness: the jail is one (made as nice by
+    its entry), and so is the sandbox the CLI runs Bash in, or anything that calls setsid.
+    So a tree is checked when its target changes and every KEEP_SECONDS after, until its
+    root process ends: what it starts follows within a second."""
+
+    def __init__(self) -> None:
+        # root pid -> (its start time, against a reused pid; the target niceness)
+        self._roots: dict[int, tuple[float, int]] = {}
+        # What was made nice already, and how nice: (pid, start time), group names.
+        self._done: dict[tuple[int, float], int] = {}
+        self._groups: dict[str, int] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
+
+    def keep(self, pid: int, nice: int) -> None:
+        """From now on, `pid` and what it starts are at least `nice` (never raised back)."""
+        try:
+            started = psutil.Process(pid).create_time()
+        except psutil.Error:
+            return
+        self._roots[pid] = (started, max(nice, self._roots.get(pid, (0.0, 0))[1]))
+        self._changed.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._keep(), name="agent-priorities")
+
+    async def _keep(self) -> None:
+        """One sweeper, off the loop: at once when a target changes, else every second."""
+        loop = asyncio.get_running_loop()
+        while self._roots:
+            self._changed.clear()
+            try:
+                await loop.run_in_executor(None, self.sweep)
+            except Exception:
+                log.warning("agent_priority_not_lowered", exc_info=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), KEEP_SECONDS)
+
+    def sweep(self) -> None:
+        """Lower what is not yet as nice as its root's target (off the loop: /proc)."""
+        own_group = _autogroup(os.getpid())[0]
+        own_threads = f"/proc/{os.getpid()}/task"
+        seen: dict[tuple[int, float], int] = {}
+        for root, (started, nice) in list(self._roots.items()):
+            try:
+                if psutil.Process(root).create_time() != started:
+                    raise psutil.NoSuchProcess(root)
+            except psutil.Error:
+                self._roots.pop(root, None)
+                continue
+            for process in _tree(root):
+                try:
+                    key = (process.pid, process.create_time())
+                    if self._done.get(key, -1) >= nice:
+                        seen[key] = self._done[key]
+                        continue
+                    group, group_nice = _autogroup(process.pid)
+                    if group not in ("", own_group) and self._groups.get(group, -1) < nice:
+                        if group_nice < nice:
+                            # Unprivileged, rate-limited machine-wide: tried again next time.
+                            Path(f"/proc/{process.pid}/autogroup").write_text(str(nice))
+                        self._groups[group] = nice
+                    for thread in process.threads():
+                        # A thread id freed and taken again meanwhile, by one of the
+                        # service's own threads, is left alone (it could never be raised).
+                        if os.path.exists(f"{own_threads}/{thread.id}"):
+                            continue
+                        with contextlib.suppress(OSError):
+                            if os.getpriority(os.PRIO_PROCESS, thread.id) < nice:
+                                os.setpriority(os.PRIO_PROCESS, thread.id, nice)
+                    seen[key] = nice
+                except (psutil.Error, OSError):
+                    continue
+        self._done = seen
+        if len(self._groups) > 4 * len(seen) + 64:
+            self._groups.clear()  # groups of ended processes; the live ones are rechecked
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    """The process and its descendants (a process gone meanwhile is left out)."""
     try:
         root = psutil.Process(pid)
-        processes = [root, *root.children(recursive=True)]
+        return [root, *root.children(recursive=True)]
     except psutil.Error:
-        return
-    own = f"/proc/{os.getpid()}/task"
-    for process in processes:
-        try:
-            threads = process.threads()
-        except psutil.Error:
-            continue
-        for thread in threads:
-            # A thread id freed and taken again meanwhile, by one of the service's own
-            # threads, is left alone (the service could never raise it back).
-            if os.path.exists(f"{own}/{thread.id}"):
-                continue
-            with contextlib.suppress(OSError):
-                if os.getpriority(os.PRIO_PROCESS, thread.id) < nice:
-                    os.setpriority(os.PRIO_PROCESS, thread.id, nice)
+        return []
+
+
+def _autogroup(pid: int) -> tuple[str, int]:
+    """The process's scheduling group ("/autogroup-7 nice 0") and its niceness; ("", 19)
+    where there is none to change (no such kernel feature, or the process is gone)."""
+    try:
+        group, _, nice = Path(f"/proc/{pid}/autogroup").read_text().split()
+        return group, int(nice)
+    except (OSError, ValueError):
+        return "", 19
 
 
 class QueueTimeoutError(Exception):

@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -34,7 +34,7 @@ from app.services.conversations import next_message_seq
 from app.services.execute.cache import WorkspaceCache
 from app.services.execute.events import RunEventLog
 from app.services.execute.jail import AgentProcess
-from app.services.execute.limits import StartGate, lower_priority
+from app.services.execute.limits import PriorityKeeper, StartGate
 from app.services.execute.options import open_agent
 from app.services.execute.record import (
     RunRecorder,
@@ -74,6 +74,7 @@ class ExecutionContext:
     cache: WorkspaceCache
     startups: StartGate
     run_timeout: float = 3600.0
+    priorities: PriorityKeeper = field(default_factory=PriorityKeeper)
 
 
 def _title_from(text: str) -> str:
@@ -365,6 +366,7 @@ async def _drive(
 
                 async with ctx.startups.turn(waiting):
                     await session.client.connect()
+                _keep_nice(ctx, session.client, ctx.agent.nice)
             state.usage_before = session.usage
             await session.client.query(prompt)
             # Closed when the turn ends: the session's next turn reads on from there.
@@ -377,7 +379,7 @@ async def _drive(
                         events.emit(event_type, data)
                         if not answering and event_type == "text_delta":
                             answering = True
-                            _answering(session.client, ctx.agent.answering_nice)
+                            _keep_nice(ctx, session.client, ctx.agent.answering_nice)
                     if out.messages or out.tool_starts or out.tool_ends:
                         await recorder.record(out)
                     _track(message, state)
@@ -410,19 +412,12 @@ async def _drive(
             await asyncio.shield(ctx.warm.close(session, interrupt=True))
 
 
-def _answering(client: ClaudeSDKClient, nice: int) -> None:
-    """The agent has answered: its processes drop to the answering priority, behind the
-    agents still starting (off the loop: it reads /proc)."""
+def _keep_nice(ctx: ExecutionContext, client: ClaudeSDKClient, nice: int) -> None:
+    """The agent's processes, and what they start, stay at least this nice."""
     process = getattr(getattr(client, "_transport", None), "_process", None)  # the SDK's own
     pid = getattr(process, "pid", None)
     if isinstance(pid, int):
-        lowered = asyncio.get_running_loop().run_in_executor(None, lower_priority, pid, nice)
-        lowered.add_done_callback(_log_failure)
-
-
-def _log_failure(future: asyncio.Future[None]) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        log.warning("agent_priority_not_lowered", exc_info=future.exception())
+        ctx.priorities.keep(pid, nice)
 
 
 def _over_cap(message: Any, state: RunState, cap: Decimal | None, begun: _Start) -> bool:

@@ -14,6 +14,7 @@ from mcp.client.stdio import StdioServerParameters
 
 from app.config import StdioCommand
 from app.errors import UnprocessableError
+from app.services.execute.limits import GROUP_NICE
 
 JAIL_HOME = "/tmp"  # noqa: S108 (the jail's own tmpfs)
 
@@ -39,6 +40,8 @@ class StdioJail:
     bwrap: Path
     common: tuple[str, ...]
     commands: tuple[StdioCommand, ...]
+    # How much nicer than the service servers run (AGENT_NICE), their jail's group too.
+    nice: int = 0
 
     def parameters(self, config: dict[str, Any]) -> StdioServerParameters:
         entry = allowed_command(config, self.commands)
@@ -46,8 +49,12 @@ class StdioJail:
         jail = [*self.common, *binds, "--chdir", JAIL_HOME, "--setenv", "HOME", JAIL_HOME]
         # The server's environment (credentials included) goes in the process's
         # environment, never on a command line another process could read.
+        command = [str(self.bwrap), *jail, "--", "/bin/sh", "-c", GROUP_NICE + 'exec "$@"']
+        command += ["sh", str(self.nice), entry.command, *config.get("args", [])]
+        if self.nice:
+            command = ["nice", "-n", str(self.nice), *command]
         return StdioServerParameters(
-            command=str(self.bwrap),
-            args=[*jail, "--", entry.command, *config.get("args", [])],
+            command=command[0],
+            args=command[1:],
             env={str(k): str(v) for k, v in config.get("env", {}).items()},
         )

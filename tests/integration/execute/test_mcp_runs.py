@@ -380,9 +380,17 @@ async def test_a_stdio_server_runs_in_a_jail_of_its_own(database_url: URL, tmp_p
                 ["mcp__local__read", {"path": str(data_dir / "workspaces" / "acme" / cid / "x")}],
                 ["mcp__local__read", {"path": "/proc/1/environ"}],
                 ["mcp__local__connect", {"host": "127.0.0.1", "port": 5432}],
+                ["mcp__local__read", {"path": "/proc/self/stat"}],
+                ["mcp__local__read", {"path": "/proc/self/autogroup"}],
             ),
         )
     entries = report(stream)
+    # It runs AGENT_NICE (10) below the service, and so does its jail's scheduling group
+    # where the kernel groups sessions.
+    stat = entries[5].split(": ", 1)[1]
+    assert int(stat.rsplit(")", 1)[1].split()[16]) == psutil.Process().nice() + 10, stat
+    if Path("/proc/self/autogroup").exists():
+        assert entries[6].endswith(" nice 10"), entries[6]
     assert hashlib.sha256(SECRET.encode()).hexdigest() in entries[0], entries
     assert all("cannot read" in e for e in entries[1:3]), entries
     assert "cannot connect" in entries[4], entries

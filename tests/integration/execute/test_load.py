@@ -28,6 +28,9 @@ from tests.integration.execute.streams import (
 
 pytestmark = pytest.mark.parametrize("wire", ["anthropic"], indirect=True)
 
+# Where the kernel schedules sessions as groups (sched_autogroup).
+GROUPED = os.path.exists("/proc/self/autogroup")
+
 
 def _niceness(pids: list[int]) -> set[int]:
     """The niceness of every thread of these processes (Linux keeps one per thread)."""
@@ -66,7 +69,7 @@ async def test_agents_start_nicer_than_the_service_and_answer_nicer_still(
     await client.put(tenant.url(), json={"settings": {"bash_enabled": True}}, headers=ADMIN)
     cid = await new_conversation(client, tenant)
     service = psutil.Process().nice()
-    grouped = os.path.exists("/proc/self/autogroup")
+    grouped = GROUPED
     # The agent's first output is a tool call, not text: Bash runs while it still starts.
     first = await stream_turn(client, tenant, cid, hostile(["Bash", {"command": _PRIORITY}]))
     thread, _, group = report(first)[0].split(": ", 1)[1].splitlines()

@@ -366,7 +366,7 @@ async def _drive(
 
                 async with ctx.startups.turn(waiting):
                     await session.client.connect()
-                _keep_nice(ctx, session.client, ctx.agent.nice)
+                _keep_nice(ctx, session, ctx.agent.nice)
             state.usage_before = session.usage
             await session.client.query(prompt)
             # Closed when the turn ends: the session's next turn reads on from there.
@@ -379,7 +379,7 @@ async def _drive(
                         events.emit(event_type, data)
                         if not answering and event_type == "text_delta":
                             answering = True
-                            _keep_nice(ctx, session.client, ctx.agent.answering_nice)
+                            _keep_nice(ctx, session, ctx.agent.answering_nice)
                     if out.messages or out.tool_starts or out.tool_ends:
                         await recorder.record(out)
                     _track(message, state)
@@ -412,12 +412,10 @@ async def _drive(
             await asyncio.shield(ctx.warm.close(session, interrupt=True))
 
 
-def _keep_nice(ctx: ExecutionContext, client: ClaudeSDKClient, nice: int) -> None:
+def _keep_nice(ctx: ExecutionContext, session: WarmSession, nice: int) -> None:
     """The agent's processes, and what they start, stay at least this nice."""
-    process = getattr(getattr(client, "_transport", None), "_process", None)  # the SDK's own
-    pid = getattr(process, "pid", None)
-    if isinstance(pid, int):
-        ctx.priorities.keep(pid, nice)
+    if session.pid is not None:
+        ctx.priorities.keep(session.pid, nice)
 
 
 def _over_cap(message: Any, state: RunState, cap: Decimal | None, begun: _Start) -> bool:

@@ -49,8 +49,10 @@ async def stream_turn(
     tenant: TenantFixture,
     conversation_id: str,
     user_input: str,
+    texting: asyncio.Event | None = None,
     **body: Any,
 ) -> Stream:
+    """The turn's whole stream; `texting` is set once its first text arrives."""
     url = tenant.url(f"/conversations/{conversation_id}/stream")
     events: list[Event] = []
     ids: list[str] = []
@@ -68,6 +70,8 @@ async def stream_turn(
         async for sse in source.aiter_sse():
             events.append((sse.event, json.loads(sse.data)))
             ids.append(sse.id)
+            if texting is not None and sse.event == "text_delta":
+                texting.set()
     return Stream(200, events, ids)
 
 
@@ -108,10 +112,14 @@ async def wait_for_run(client: httpx.AsyncClient, tenant: TenantFixture, cid: st
 
 
 async def start_turn(
-    client: httpx.AsyncClient, tenant: TenantFixture, cid: str, user_input: str
+    client: httpx.AsyncClient,
+    tenant: TenantFixture,
+    cid: str,
+    user_input: str,
+    texting: asyncio.Event | None = None,
 ) -> tuple[asyncio.Task[Stream], str]:
     """A turn streaming in the background, and its run id once the run is recorded."""
-    task = asyncio.create_task(stream_turn(client, tenant, cid, user_input))
+    task = asyncio.create_task(stream_turn(client, tenant, cid, user_input, texting))
     return task, await wait_for_run(client, tenant, cid)
 
 

@@ -44,9 +44,9 @@ def _niceness(pids: list[int]) -> set[int]:
 def _groups(pids: list[int]) -> set[str]:
     """The niceness of the scheduling groups of these processes other than the service's
     (where the kernel groups sessions: a jailed agent is a session of its own)."""
-    own = Path("/proc/self/autogroup").read_text().split()[0]
+    own = Path("/proc/self/autogroup").read_text().split()[:1]  # none: the kernel's first
     groups = (Path(f"/proc/{pid}/autogroup").read_text().split() for pid in pids)
-    return {nice for group, _, nice in groups if group != own}
+    return {nice for group, _, nice in groups if [group] != own}
 
 
 # What the agent's Bash reports: its thread's niceness, then its scheduling group's, as

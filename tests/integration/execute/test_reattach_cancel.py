@@ -15,7 +15,6 @@ from tests.integration.execute.streams import (
     parse_sse,
     start_turn,
     stream_turn,
-    wait_running,
 )
 
 
@@ -75,9 +74,10 @@ async def test_cancel_mid_stream(
     client: httpx.AsyncClient, tenant: TenantFixture, tmp_path: Path
 ) -> None:
     cid = await new_conversation(client, tenant)
-    stream, run_id = await start_turn(client, tenant, cid, "scenario:slow:1000")
-    await wait_running(client, tenant, run_id)
-    await asyncio.sleep(2.5)
+    texting = asyncio.Event()
+    stream, run_id = await start_turn(client, tenant, cid, "scenario:slow:1000", texting)
+    await asyncio.wait_for(texting.wait(), 60)  # however slow the machine is to start it
+    await asyncio.sleep(0.5)
     cancelled = await client.post(tenant.url(f"/runs/{run_id}/cancel"), headers=tenant.headers)
     assert cancelled.status_code == 200, cancelled.text
     assert cancelled.json()["status"] == "cancelled"

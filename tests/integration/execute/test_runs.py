@@ -487,7 +487,12 @@ async def test_metrics_say_what_ran(client: httpx.AsyncClient, tenant: TenantFix
     emitted, and the node's and the whole service's runs."""
     cid = await new_conversation(client, tenant)
     assert (await stream_turn(client, tenant, cid, "scenario:cache")).done["status"] == "success"
-    text = (await client.get("/metrics")).text
+    # The run frees its slot just after its last event: the gauge follows within moments.
+    for _ in range(100):
+        text = (await client.get("/metrics")).text
+        if "cmab_runs_running 0.0" in text:
+            break
+        await asyncio.sleep(0.05)
     for line in (
         'cmab_runs_ended_total{error_type="",status="succeeded"}',
         'cmab_tokens_total{kind="cache_read",model="claude-sonnet-4-5"}',

@@ -150,6 +150,10 @@ def make_settings(database_url: URL, tmp_path: Path, **overrides: Any) -> Settin
         "model_provider": "offline",
         # Failure scenarios fail at once instead of after the CLI's backoff.
         "model_max_retries": 0,
+        # Agents as urgent as the service: a busy CI machine's other work must not starve
+        # them (tests of priorities set these).
+        "agent_nice": 0,
+        "agent_answering_nice": 0,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)

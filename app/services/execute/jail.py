@@ -22,7 +22,6 @@ from pathlib import Path
 import structlog
 
 from app.services.execute.egress import EgressBridge, Endpoint
-from app.services.execute.limits import GROUP_NICE
 from app.services.execute.present import Presenter
 from app.services.mcp.upstream import Upstream
 
@@ -62,7 +61,6 @@ LAUNCHER = f"""#!/bin/sh
 cli="$CMAB_AGENT_CLI"
 # Below the service's priority (children inherit it): nice -n N when CMAB_AGENT_NICE is N.
 prio="${{CMAB_AGENT_NICE:+nice -n $CMAB_AGENT_NICE}}"
-agent_nice="${{CMAB_AGENT_NICE:-0}}"
 bwrap="$CMAB_BWRAP"
 jail="$CMAB_JAIL_ARGS"
 home="$HOME"
@@ -79,11 +77,10 @@ if [ -n "$jail" ]; then
   # only host directories the jail gets besides the workspace. Inside, a loopback port
   # is bridged to the egress socket: socat listens within milliseconds, long before the
   # CLI (a third of a second to start) makes its first model request, so nothing waits.
-  # The jail's scheduling group is made as nice as the CLI (limits.GROUP_NICE).
   entry='socat TCP-LISTEN:{JAIL_PORT},bind=127.0.0.1,fork,reuseaddr UNIX-CONNECT:{JAIL_SOCKET} 2>/dev/null &
-{GROUP_NICE}exec "$@"'
+exec "$@"'
   exec $prio "$bwrap" --args 3 --bind "$home" "$home" --bind "$config" "$config" \\
-    --chdir "$(pwd)" -- /bin/sh -c "$entry" sh "$agent_nice" "$cli" "$@" 3<"$jail"
+    --chdir "$(pwd)" -- /bin/sh -c "$entry" sh "$cli" "$@" 3<"$jail"
 fi
 # Unjailed (AGENT_SANDBOX=off): if the service dies without ending it, the CLI gets SIGTERM
 # rather than finishing its turn for nobody (setpriv, util-linux 2.33+).
@@ -101,6 +98,15 @@ def install_launcher(data_dir: Path) -> Path:
         path.write_text(LAUNCHER)
         path.chmod(0o755)
     return path
+
+
+def _has_terminal() -> bool:
+    """Whether this process has a controlling terminal."""
+    try:
+        os.close(os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY))
+    except OSError:
+        return False
+    return True
 
 
 def find_bwrap() -> Path | None:
@@ -125,12 +131,21 @@ class Jail:
     common: list[str] = field(default_factory=list)
     # How long the model's answer may be held to reach the agent in fewer writes (s).
     stream_hold: float = 0.0
+    # Whether jails are sessions of their own: only where the service has a controlling
+    # terminal, which a jailed process could otherwise type into (TIOCSTI). Elsewhere a
+    # jail stays in the service's session, and so, where the kernel schedules sessions as
+    # groups (sched_autogroup), in its scheduling group: an agent niced below the service
+    # yields to it, yet the service and its agents together compete with the rest of the
+    # machine as one, as they do in a container's cgroup.
+    new_session: bool = True
 
     @classmethod
     def create(cls, bwrap: Path, cli: Path, runtime_dir: Path, stream_hold: float = 0.0) -> Jail:
         (runtime_dir / "passwd").write_text(_PASSWD)
         (runtime_dir / "group").write_text(_GROUP)
-        jail = cls(bwrap, cli.parent, runtime_dir, stream_hold=stream_hold)
+        jail = cls(
+            bwrap, cli.parent, runtime_dir, stream_hold=stream_hold, new_session=_has_terminal()
+        )
         jail.common = jail._common_arguments()
         return jail
 
@@ -149,7 +164,7 @@ class Jail:
         args = [
             "--unshare-all",
             "--die-with-parent",
-            "--new-session",
+            *(["--new-session"] if self.new_session else []),
             "--uid",
             str(JAIL_UID),
             "--gid",

@@ -56,18 +56,6 @@ class StartGate:
             self._gate.release()
 
 
-# The start of a jail's entry script (`sh -c ENTRY sh NICE command...`). bwrap's
-# --new-session makes the jail a session of its own, and so, where the kernel schedules
-# sessions as groups (sched_autogroup), a group that competes with the whole service as
-# an equal, whatever its threads' niceness: the group is made NICE too. Unprivileged,
-# such writes are rate-limited machine-wide (a few a second): retried in the background,
-# so the command does not wait.
-GROUP_NICE = """if [ "$1" -gt 0 ] && [ -w /proc/self/autogroup ]; then
-  (for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
-    echo "$1" 2>/dev/null >/proc/self/autogroup && break; sleep 0.1; done) &
-fi
-shift
-"""
 # How often kept process trees are checked for what they started since.
 KEEP_SECONDS = 1.0
 
@@ -77,10 +65,10 @@ class PriorityKeeper:
     (Linux keeps a niceness per thread; a child inherits it from the thread that starts
     it) and every scheduling group that is not the service's own. Where the kernel groups
     sessions (sched_autogroup), a new session is a new group that competes with the whole
-    service as an equal, whatever its threads' niceness: the jail is one (made as nice by
-    its entry), and so is the sandbox the CLI runs Bash in, or anything that calls setsid.
-    So a tree is checked when its target changes and every KEEP_SECONDS after, until its
-    root process ends: what it starts follows within a second."""
+    service as an equal, whatever its threads' niceness: the sandbox the CLI runs Bash in
+    is one, and so is anything that calls setsid (or the jail itself, where the service
+    has a terminal). So a tree is checked when its target changes and every KEEP_SECONDS
+    after, until its root process ends: what it starts follows within a second."""
 
     def __init__(self) -> None:
         # root pid -> (its start time, against a reused pid; the target niceness)

@@ -14,9 +14,21 @@ from mcp.client.stdio import StdioServerParameters
 
 from app.config import StdioCommand
 from app.errors import UnprocessableError
-from app.services.execute.limits import GROUP_NICE
 
 JAIL_HOME = "/tmp"  # noqa: S108 (the jail's own tmpfs)
+# Starts a server `nice`r (`sh -c NICE_GROUP sh N bwrap ...`). The MCP client starts each
+# server as a session of its own, and so, where the kernel schedules sessions as groups
+# (sched_autogroup), a group that would compete with the whole service as an equal,
+# whatever its threads' niceness: that group is made N nicer too. Unprivileged, such
+# writes are rate-limited machine-wide (a few a second): retried in the background, so
+# the server does not wait; never where the process is not a session's first.
+NICE_GROUP = """if [ "$(cut -d' ' -f6 /proc/$$/stat)" = "$$" ] && [ -w /proc/$$/autogroup ]; then
+  (for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+    echo "$1" 2>/dev/null >/proc/$$/autogroup && break; sleep 0.1; done) &
+fi
+shift
+exec "$@"
+"""
 
 
 def allowed_command(config: dict[str, Any], commands: Sequence[StdioCommand]) -> StdioCommand:
@@ -40,7 +52,7 @@ class StdioJail:
     bwrap: Path
     common: tuple[str, ...]
     commands: tuple[StdioCommand, ...]
-    # How much nicer than the service servers run (AGENT_NICE), their jail's group too.
+    # How much nicer than the service servers run (AGENT_NICE).
     nice: int = 0
 
     def parameters(self, config: dict[str, Any]) -> StdioServerParameters:
@@ -49,10 +61,19 @@ class StdioJail:
         jail = [*self.common, *binds, "--chdir", JAIL_HOME, "--setenv", "HOME", JAIL_HOME]
         # The server's environment (credentials included) goes in the process's
         # environment, never on a command line another process could read.
-        command = [str(self.bwrap), *jail, "--", "/bin/sh", "-c", GROUP_NICE + 'exec "$@"']
-        command += ["sh", str(self.nice), entry.command, *config.get("args", [])]
+        command = [str(self.bwrap), *jail, "--", entry.command, *config.get("args", [])]
         if self.nice:
-            command = ["nice", "-n", str(self.nice), *command]
+            command = [
+                "nice",
+                "-n",
+                str(self.nice),
+                "sh",
+                "-c",
+                NICE_GROUP,
+                "sh",
+                str(self.nice),
+                *command,
+            ]
         return StdioServerParameters(
             command=command[0],
             args=command[1:],

@@ -208,6 +208,15 @@ async def running_service(
         await reset_database(database_url)
 
 
+def scheduling_group(pid: int | str = "self") -> str:
+    """A process's scheduling group where the kernel groups sessions (sched_autogroup):
+    "/autogroup-7 nice 0"; "" where there is none (or it is the kernel's first)."""
+    try:
+        return Path(f"/proc/{pid}/autogroup").read_text().strip()
+    except OSError:
+        return ""
+
+
 def hostile(*calls: list[Any]) -> str:
     return "scenario:hostile " + json.dumps(list(calls))
 

@@ -1,6 +1,6 @@
 """Staying real-time under load: agents run nicer than the service (and what they start
-inherits it), nicer still once they have answered; a busy pool answers 503 SERVICE_BUSY with Retry-After, not "database not
-reachable"; and during a burst of runs no connection sits idle in a transaction longer
+inherits it), nicer still once they have answered; a busy pool answers 503 SERVICE_BUSY
+with Retry-After, not "database not reachable"; and during a burst of runs no connection sits idle in a transaction longer
 than a query."""
 
 from __future__ import annotations
@@ -16,19 +16,21 @@ from fastapi import FastAPI
 from sqlalchemy import URL, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from tests.conftest import ADMIN, TenantFixture, assert_error
+from tests.conftest import ADMIN, TenantFixture, assert_error, create_tenant
 from tests.integration.execute.streams import (
     agent_pids,
     hostile,
     new_conversation,
     report,
     running_service,
+    scheduling_group,
     stream_turn,
 )
 
 pytestmark = pytest.mark.parametrize("wire", ["anthropic"], indirect=True)
 
 # Where the kernel schedules sessions as groups (sched_autogroup).
+SERVICE_GROUP = scheduling_group()
 GROUPED = os.path.exists("/proc/self/autogroup")
 
 
@@ -43,10 +45,9 @@ def _niceness(pids: list[int]) -> set[int]:
 
 def _groups(pids: list[int]) -> set[str]:
     """The niceness of the scheduling groups of these processes other than the service's
-    (where the kernel groups sessions: a jailed agent is a session of its own)."""
-    own = Path("/proc/self/autogroup").read_text().split()[:1]  # none: the kernel's first
-    groups = (Path(f"/proc/{pid}/autogroup").read_text().split() for pid in pids)
-    return {nice for group, _, nice in groups if [group] != own}
+    (a jail is a session, so a group, of its own only where the service has a terminal)."""
+    groups = (scheduling_group(pid) for pid in pids)
+    return {group.split()[-1] for group in groups if group not in ("", SERVICE_GROUP)}
 
 
 # What the agent's Bash reports: its thread's niceness, then its scheduling group's, as
@@ -59,38 +60,41 @@ _PRIORITY = (
 
 
 async def test_agents_start_nicer_than_the_service_and_answer_nicer_still(
-    client: httpx.AsyncClient, app: FastAPI, tenant: TenantFixture
+    database_url: URL, tmp_path: Path, wire: str
 ) -> None:
-    """Agents start AGENT_NICE (10) below the service, their scheduling groups too (else
-    a jailed agent, a session of its own, would compete with the whole service as an
-    equal where the kernel groups sessions), and what they start follows, Bash in its own
-    sandbox session included; once one has answered, every thread and group of it drops
-    to AGENT_ANSWERING_NICE (19), so the agents still starting go first."""
-    await client.put(tenant.url(), json={"settings": {"bash_enabled": True}}, headers=ADMIN)
-    cid = await new_conversation(client, tenant)
-    service = psutil.Process().nice()
-    grouped = GROUPED
-    # The agent's first output is a tool call, not text: Bash runs while it still starts.
-    first = await stream_turn(client, tenant, cid, hostile(["Bash", {"command": _PRIORITY}]))
-    thread, _, group = report(first)[0].split(": ", 1)[1].splitlines()
-    assert thread == str(service + 10), report(first)
-    if grouped:
-        assert group == "10", report(first)
-    # It has answered (the report is text); it stays warm for the next turn.
-    pids = agent_pids(app.state.settings.data_dir.resolve(), tenant, cid)
-    assert pids
-    for _ in range(50):  # the drop runs beside the event loop
-        if _niceness(pids) == {19} and (not grouped or _groups(pids) == {"19"}):
-            break
-        await asyncio.sleep(0.05)
-    assert _niceness(pids) == {19}
-    if grouped:
-        assert _groups(pids) == {"19"}
-    second = await stream_turn(client, tenant, cid, hostile(["Bash", {"command": _PRIORITY}]))
-    thread, _, group = report(second)[0].split(": ", 1)[1].splitlines()
-    assert thread == "19", report(second)
-    if grouped:
-        assert group == "19", report(second)
+    """Agents start AGENT_NICE (10) below the service, and what they start follows, the
+    scheduling group of the sandbox the CLI runs Bash in included (a session of its own:
+    where the kernel groups sessions, it would otherwise compete with the whole service
+    as an equal); once one has answered, every thread and group of it drops to
+    AGENT_ANSWERING_NICE (19), so the agents still starting go first."""
+    settings = {"agent_nice": 10, "agent_answering_nice": 19, "offline_model_wire": wire}
+    async with running_service(database_url, tmp_path, **settings) as (app, client):
+        tenant = await create_tenant(client)
+        await client.put(tenant.url(), json={"settings": {"bash_enabled": True}}, headers=ADMIN)
+        cid = await new_conversation(client, tenant)
+        service = psutil.Process().nice()
+        grouped = GROUPED
+        # The agent's first output is a tool call, not text: Bash runs while it still starts.
+        first = await stream_turn(client, tenant, cid, hostile(["Bash", {"command": _PRIORITY}]))
+        thread, _, group = report(first)[0].split(": ", 1)[1].splitlines()
+        assert thread == str(service + 10), report(first)
+        if grouped:
+            assert group == "10", report(first)
+        # It has answered (the report is text); it stays warm for the next turn.
+        pids = agent_pids(app.state.settings.data_dir.resolve(), tenant, cid)
+        assert pids
+        for _ in range(50):  # the drop runs beside the event loop
+            if _niceness(pids) == {19} and (not grouped or _groups(pids) <= {"19"}):
+                break
+            await asyncio.sleep(0.05)
+        assert _niceness(pids) == {19}
+        if grouped:
+            assert _groups(pids) <= {"19"}
+        second = await stream_turn(client, tenant, cid, hostile(["Bash", {"command": _PRIORITY}]))
+        thread, _, group = report(second)[0].split(": ", 1)[1].splitlines()
+        assert thread == "19", report(second)
+        if grouped:
+            assert group == "19", report(second)
 
 
 async def test_a_busy_pool_is_503_service_busy(

@@ -340,10 +340,8 @@ async def test_a_stdio_server_runs_in_a_jail_of_its_own(database_url: URL, tmp_p
         # What the server needs to run: its interpreter, the venv, its own file.
         "read_only": [str(interpreter.parents[1]), sys.prefix, str(STDIO_SERVER.parent)],
     }
-    async with running_service(database_url, tmp_path, mcp_stdio_commands=[allowed]) as (
-        app,
-        client,
-    ):
+    settings = {"mcp_stdio_commands": [allowed], "agent_nice": 10}
+    async with running_service(database_url, tmp_path, **settings) as (app, client):
         tenant = await create_tenant(client, "acme")
         await client.put(
             tenant.url("/secrets/CRM_TOKEN"), json={"value": SECRET}, headers=tenant.headers
@@ -389,8 +387,8 @@ async def test_a_stdio_server_runs_in_a_jail_of_its_own(database_url: URL, tmp_p
             ),
         )
     entries = report(stream)
-    # It runs AGENT_NICE (10) below the service, and so does its jail's scheduling group
-    # where the kernel groups sessions.
+    # It runs AGENT_NICE (10) below the service, and so does its scheduling group where
+    # the kernel groups sessions (the MCP client makes each server a session).
     stat = entries[5].split(": ", 1)[1]
     assert int(stat.rsplit(")", 1)[1].split()[16]) == psutil.Process().nice() + 10, stat
     if GROUPED:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import uuid
+from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -103,20 +104,25 @@ class PriorityKeeper:
                 await asyncio.wait_for(self._changed.wait(), KEEP_SECONDS)
 
     def sweep(self) -> None:
-        """Lower what is not yet as nice as its root's target (off the loop: /proc)."""
+        """Lower what is not yet as nice as its root's target (off the loop: /proc, read
+        once a sweep however many trees are kept)."""
         own_group = _autogroup(os.getpid())[0]
         own_threads = f"/proc/{os.getpid()}/task"
+        every = {p.pid: p for p in psutil.process_iter(["ppid", "create_time"])}
+        children: dict[int, list[psutil.Process]] = defaultdict(list)
+        for process in every.values():
+            children[process.info["ppid"]].append(process)
         seen: dict[tuple[int, float], int] = {}
         for root, (started, nice) in list(self._roots.items()):
-            try:
-                if psutil.Process(root).create_time() != started:
-                    raise psutil.NoSuchProcess(root)
-            except psutil.Error:
-                self._roots.pop(root, None)
+            if root not in every or every[root].info["create_time"] != started:
+                self._roots.pop(root, None)  # ended (its pid free, or taken again)
                 continue
-            for process in _tree(root):
+            tree = [every[root]]
+            for process in tree:  # grows as it goes: the root's descendants
+                tree.extend(children.get(process.pid, ()))
+            for process in tree:
                 try:
-                    key = (process.pid, process.create_time())
+                    key = (process.pid, process.info["create_time"])
                     if self._done.get(key, -1) >= nice:
                         seen[key] = self._done[key]
                         continue
@@ -140,15 +146,6 @@ class PriorityKeeper:
         self._done = seen
         if len(self._groups) > 4 * len(seen) + 64:
             self._groups.clear()  # groups of ended processes; the live ones are rechecked
-
-
-def _tree(pid: int) -> list[psutil.Process]:
-    """The process and its descendants (a process gone meanwhile is left out)."""
-    try:
-        root = psutil.Process(pid)
-        return [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return []
 
 
 def _autogroup(pid: int) -> tuple[str, int]:

@@ -7,7 +7,8 @@ conversation, each answer 300 text deltas paced at 50 a second by the scripted m
 - time to first text p50 / p95
 - lag p99: client arrival - the model's send, over every delta
 - peak resident memory of the process tree (the service and its agents; this process's
-  agents for the bare SDK)
+  agents for the bare SDK); CPU-seconds per run of this process (the scripted model and
+  the clients, the bare SDK included) and of the service process
 
 Targets (issue 14): N=100 all succeed with no event lost; at N=50 lag p99 <= 2x the
 bare SDK's, and time to first text p95 <= 1.1x.
@@ -51,6 +52,10 @@ class Arm:
     first: list[float] = field(default_factory=list)
     lags: list[float] = field(default_factory=list)
     peak_bytes: int = 0
+    cpu: float = 0.0  # the service process's own CPU-seconds (not its agents')
+    # This process's CPU-seconds meanwhile: the scripted model and the clients (the bare
+    # SDK's own work included, for the bare SDK).
+    bench_cpu: float = 0.0
 
 
 def _sent_times(chunk: str) -> list[float]:
@@ -135,7 +140,10 @@ def _line(name: str, arm: Arm) -> str:
     lags = sorted(arm.lags) or [float("nan")]
     p95 = first[min(len(first) - 1, int(len(first) * 0.95))]
     p99 = lags[min(len(lags) - 1, int(len(lags) * 0.99))]
-    events = f"  events {arm.received}/{arm.persisted}" if name == "service" else ""
+    runs = max(arm.ok + arm.failed, 1)
+    events = f"  bench CPU {arm.bench_cpu / runs:4.2f} s/run"
+    if name == "service":
+        events += f"  own CPU {arm.cpu / runs:4.2f} s/run  events {arm.received}/{arm.persisted}"
     return (
         f"  {name:<8} ok {arm.ok:>3} failed {arm.failed:>3}  first text p50"
         f" {statistics.median(first):6.2f} s p95 {p95:6.2f} s  lag p99 {p99:7.3f} s"
@@ -173,10 +181,14 @@ async def main() -> None:
                         dirs = [Path(scratch) / f"bare-{size}-{n}" for n in range(size)]
                         for d in dirs:
                             d.mkdir()
+                        mine = sum(psutil.Process().cpu_times()[:2])
                         await asyncio.gather(*(_bare(model.url, d, bare) for d in dirs))
+                        bare.bench_cpu = sum(psutil.Process().cpu_times()[:2]) - mine
                         stop.set()
                         await sampler
                         cids = [await new_conversation(http, headers) for _ in range(size)]
+                        before = sum(psutil.Process(service.pid).cpu_times()[:2])
+                        mine = sum(psutil.Process().cpu_times()[:2])
                         stop = asyncio.Event()
                         sampler = asyncio.create_task(
                             _peak(psutil.Process(service.pid), through, stop)
@@ -187,6 +199,8 @@ async def main() -> None:
                         )
                         stop.set()
                         await sampler
+                        through.cpu = sum(psutil.Process(service.pid).cpu_times()[:2]) - before
+                        through.bench_cpu = sum(psutil.Process().cpu_times()[:2]) - mine
                         async with engine.connect() as conn:
                             through.persisted = int(
                                 await conn.scalar(

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 import structlog
 
+from app.services.execute.answer import AnswerStream
 from app.utils.addresses import BlockedAddressError, resolve_public
 
 log = structlog.get_logger(__name__)
@@ -247,7 +248,7 @@ class _Connection(asyncio.Protocol):
             loop = asyncio.get_running_loop()
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 upstream, _ = await loop.create_connection(
-                    lambda: _Upstream(self),
+                    lambda: _Upstream(self, merge=not answer),
                     host,
                     port,
                     ssl=_TLS if tls else None,
@@ -308,16 +309,16 @@ class _Upstream(asyncio.Protocol):
 
     A model streams its answer a token or two a write: relayed as they come, the agent
     wakes, reads and parses once per token, which costs it more CPU than the same tokens
-    read a few at a time (a tenth of its process tree's, on a fast answer). So a chunk that follows another within `hold`
-    seconds waits until `hold` after that write, and goes in one write with the rest
-    that came meanwhile: a lone chunk is never delayed, and none more than `hold`."""
+    read a few at a time. So a chunk that follows another within `hold` seconds waits
+    until `hold` after that write, and goes in one write with the rest that came
+    meanwhile, its text deltas merged (`answer.AnswerStream`): a lone chunk is never
+    delayed, and none more than `hold`."""
 
-    def __init__(self, client: _Connection) -> None:
+    def __init__(self, client: _Connection, merge: bool) -> None:
         self.client = client
         self.transport: asyncio.Transport | None = None
         self.hold = client.bridge.hold
-        self.held: list[bytes] = []
-        self.held_bytes = 0
+        self.answer = AnswerStream(merge and self.hold > 0)
         self.release: asyncio.TimerHandle | None = None
         self.written = float("-inf")
 
@@ -327,14 +328,11 @@ class _Upstream(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.client.transport is None:
             return
+        self.answer.feed(data)
         loop = asyncio.get_running_loop()
         if self.release is None and loop.time() - self.written >= self.hold:
-            self.client.transport.write(data)
-            self.written = loop.time()
-            return
-        self.held.append(data)
-        self.held_bytes += len(data)
-        if self.held_bytes >= MAX_HELD:
+            self._write()
+        elif self.answer.pending >= MAX_HELD:
             self._flush()
         elif self.release is None:
             self.release = loop.call_at(self.written + self.hold, self._flush)
@@ -343,11 +341,13 @@ class _Upstream(asyncio.Protocol):
         if self.release is not None:
             self.release.cancel()
             self.release = None
-        if self.held and self.client.transport is not None:
-            self.client.transport.write(b"".join(self.held))
+        self._write()
+
+    def _write(self) -> None:
+        data = self.answer.take()
+        if data and self.client.transport is not None:
+            self.client.transport.write(data)
             self.written = asyncio.get_running_loop().time()
-        self.held.clear()
-        self.held_bytes = 0
 
     def eof_received(self) -> bool:
         self._flush()

@@ -40,6 +40,22 @@ def assert_well_formed(stream: Stream) -> None:
     assert stream.events[-1][0] == "done"
 
 
+async def test_text_deltas_that_come_together_arrive_merged(
+    client: httpx.AsyncClient, tenant: TenantFixture, wire: str
+) -> None:
+    """The model's text deltas 10 ms apart: those that reach the egress bridge within its
+    hold (AGENT_STREAM_HOLD_MS, 50) reach the agent, and so the client, as one delta on
+    the Anthropic wire; the text is whole and in order. (Bedrock's frames go on as
+    they are.)"""
+    cid = await new_conversation(client, tenant)
+    stream = await stream_turn(client, tenant, cid, "scenario:paced:40x10")
+    assert stream.done["status"] == "success"
+    sent = [float(word) for word in stream.text.split()]
+    assert len(sent) == 40 and sent == sorted(sent)
+    if wire == "anthropic":
+        assert len(stream.of("text_delta")) < 40
+
+
 async def test_plain_answer(client: httpx.AsyncClient, app: FastAPI, tenant: TenantFixture) -> None:
     cid = await new_conversation(client, tenant)
     stream = await stream_turn(client, tenant, cid, "Hello there, agent")
@@ -50,7 +66,8 @@ async def test_plain_answer(client: httpx.AsyncClient, app: FastAPI, tenant: Ten
     assert kinds[-2:] == ["context_status", "done"]
     init = stream.of("init")[0]
     assert init["conversation_id"] == cid and init["session_id"] and "Write" in init["tools"]
-    assert len(stream.of("text_delta")) > 3
+    # Sent at once, the answer's deltas may reach the agent merged (the bridge's hold).
+    assert stream.of("text_delta")
     assert stream.text == "[offline model] You said: Hello there, agent"
     assert stream.of("title") == [{**stream.of("title")[0], "title": "Hello there, agent"}]
     done = stream.done

@@ -95,7 +95,6 @@ class AnswerStream:
                 self._unparsed()
                 return
             if size == 0:  # the last chunk: it and its trailers go on as they are
-                self._split()
                 self._unparsed()
                 return
             start, end = line_end + 2, line_end + 2 + size
@@ -110,6 +109,7 @@ class AnswerStream:
     def _unparsed(self) -> None:
         """What was decoded goes on re-chunked, the rest of the body as it is (the last
         chunk, or chunks this cannot read)."""
+        self._split()
         rest = bytes(self.body)
         self.body.clear()
         self._raw(rest)

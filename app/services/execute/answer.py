@@ -51,9 +51,6 @@ class AnswerStream:
             self.head = b""
             self.mode = _mode(head)
             self.out += head
-            if self.mode == "raw":
-                self.out += data
-                return
         if self.mode == "raw":
             self.out += data
         elif self.mode == "whole":
@@ -78,7 +75,7 @@ class AnswerStream:
 
     def _raw(self, data: bytes) -> None:
         """From here on, bytes go on as they come (after what was read so far)."""
-        self.out += self.take() if self.mode != "raw" else b""
+        self.out += self.take()
         self.mode = "raw"
         self.out += data
 

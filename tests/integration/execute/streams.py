@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -206,6 +207,10 @@ async def running_service(
             yield app, client
     finally:
         await reset_database(database_url)
+
+
+# Where the kernel schedules sessions as groups (sched_autogroup).
+GROUPED = os.path.exists("/proc/self/autogroup")
 
 
 def scheduling_group(pid: int | str = "self") -> str:

@@ -1,7 +1,7 @@
 """Staying real-time under load: agents run nicer than the service (and what they start
 inherits it), nicer still once they have answered; a busy pool answers 503 SERVICE_BUSY
-with Retry-After, not "database not reachable"; and during a burst of runs no connection sits idle in a transaction longer
-than a query."""
+with Retry-After, not "database not reachable"; and during a burst of runs no connection
+sits idle in a transaction longer than a query."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.conftest import ADMIN, TenantFixture, assert_error, create_tenant
 from tests.integration.execute.streams import (
+    GROUPED,
     agent_pids,
     hostile,
     new_conversation,
@@ -29,9 +30,8 @@ from tests.integration.execute.streams import (
 
 pytestmark = pytest.mark.parametrize("wire", ["anthropic"], indirect=True)
 
-# Where the kernel schedules sessions as groups (sched_autogroup).
+# The service's own scheduling group ("" in the kernel's first, or without the feature).
 SERVICE_GROUP = scheduling_group()
-GROUPED = os.path.exists("/proc/self/autogroup")
 
 
 def _niceness(pids: list[int]) -> set[int]:
@@ -73,27 +73,26 @@ async def test_agents_start_nicer_than_the_service_and_answer_nicer_still(
         await client.put(tenant.url(), json={"settings": {"bash_enabled": True}}, headers=ADMIN)
         cid = await new_conversation(client, tenant)
         service = psutil.Process().nice()
-        grouped = GROUPED
         # The agent's first output is a tool call, not text: Bash runs while it still starts.
         first = await stream_turn(client, tenant, cid, hostile(["Bash", {"command": _PRIORITY}]))
         thread, _, group = report(first)[0].split(": ", 1)[1].splitlines()
         assert thread == str(service + 10), report(first)
-        if grouped:
+        if GROUPED:
             assert group == "10", report(first)
         # It has answered (the report is text); it stays warm for the next turn.
         pids = agent_pids(app.state.settings.data_dir.resolve(), tenant, cid)
         assert pids
         for _ in range(50):  # the drop runs beside the event loop
-            if _niceness(pids) == {19} and (not grouped or _groups(pids) <= {"19"}):
+            if _niceness(pids) == {19} and (not GROUPED or _groups(pids) <= {"19"}):
                 break
             await asyncio.sleep(0.05)
         assert _niceness(pids) == {19}
-        if grouped:
+        if GROUPED:
             assert _groups(pids) <= {"19"}
         second = await stream_turn(client, tenant, cid, hostile(["Bash", {"command": _PRIORITY}]))
         thread, _, group = report(second)[0].split(": ", 1)[1].splitlines()
         assert thread == "19", report(second)
-        if grouped:
+        if GROUPED:
             assert group == "19", report(second)
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from starlette.routing import Route
 
 from tests.conftest import TenantFixture, assert_error, create_tenant
 from tests.integration.execute.streams import (
+    GROUPED,
     agent_pids,
     hostile,
     new_conversation,
@@ -39,9 +39,6 @@ from tests.integration.mcp_servers import crm, shop_app
 
 SECRET = "sk-crm-secret-1234567890"
 TOKEN = "utok-end-user-987654321"
-
-# Where the kernel schedules sessions as groups (sched_autogroup).
-GROUPED = os.path.exists("/proc/self/autogroup")
 
 
 @pytest.fixture
